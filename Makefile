@@ -1,0 +1,34 @@
+# `make run`: a working service on embedded defaults. `make test`: the whole suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test services bench lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/offload dev
+
+services:
+	@scripts/ensure-services
+
+test: $(STAMP) services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) services
+	$(PY) bench/backend.py
+	$(PY) bench/framework.py
+	$(PY) bench/codegraph.py
+	$(PY) bench/credits.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) .offload .pytest_cache build *.egg-info src/*.egg-info
