@@ -1,0 +1,1 @@
+"""pytest plugin of offload: fixtures for testing tasks (see offload.testing)."""
