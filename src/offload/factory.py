@@ -22,7 +22,7 @@ from celery import Celery
 from kombu import Queue
 
 from offload.errors import ConfigurationError
-from offload.logs import configure_logging
+from offload.logs import configure_logging, get_logger
 from offload.settings import QUEUES, Settings, load_settings, url_scheme
 
 __all__ = [
@@ -85,12 +85,21 @@ def _base_conf(settings: Settings) -> dict[str, Any]:
             "socket_connect_timeout": settings.socket_connect_timeout,
             "retry_on_timeout": True,
         }
+    elif settings.broker_in_process:
+        # The in-process queue is polled; the default 1 s would add up to a second per task.
+        conf["broker_transport_options"] = {"polling_interval": 0.05}
     return conf
 
 
-def _new_app(name: str, settings: Settings, backend: str | None, conf: dict[str, Any]) -> Celery:
+def _new_app(
+    name: str,
+    settings: Settings,
+    backend: str | None,
+    conf: dict[str, Any],
+    task_cls: type | str | None = None,
+) -> Celery:
     configure_logging(settings)
-    app = Celery(name, broker=settings.broker, backend=backend)
+    app = Celery(name, broker=settings.broker, backend=backend, task_cls=task_cls)
     app.conf.update(conf)
     setattr(app, _SETTINGS_ATTR, settings)
     return app
@@ -156,7 +165,28 @@ def _longest_time_limit(app: Celery, settings: Settings) -> float:
     return max(limits)
 
 
-def _full_app(name: str, settings: Settings) -> Celery:
+def _result_backend(settings: Settings) -> str:
+    """The results URL, or the in-process store while the SurrealDB backend is not installed."""
+    url = settings.results
+    if not url_scheme(url).startswith("surrealdb"):
+        return url
+    if importlib.util.find_spec("offload.backends.surrealdb") is not None:
+        return url
+    if settings.results_embedded:
+        get_logger("offload.factory").warning(
+            "results_in_memory",
+            reason="the SurrealDB result backend (offload.backends.surrealdb) is not installed",
+            configured=url,
+            using="cache+memory://",
+        )
+        return "cache+memory://"
+    raise ConfigurationError(
+        f"OFFLOAD_RESULT_BACKEND={url!r} needs offload.backends.surrealdb, which is missing; "
+        "reinstall offload or use a redis:// result backend"
+    )
+
+
+def _full_app(name: str, settings: Settings, task_cls: type | str | None = None) -> Celery:
     """Worker and scheduler share one configuration: they must agree on every task option."""
     conf = _base_conf(settings)
     conf.update(
@@ -186,9 +216,9 @@ def _full_app(name: str, settings: Settings) -> Celery:
     )
     if settings.worker_concurrency:
         conf["worker_concurrency"] = settings.worker_concurrency
-    if settings.results_embedded:
+    if settings.results_embedded or settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = _new_app(name, settings, settings.results, conf)
+    app = _new_app(name, settings, _result_backend(settings), conf, task_cls)
     _import_task_modules(settings)
     visibility = _longest_time_limit(app, settings) + settings.visibility_timeout_margin
     transport = _redis_transport_options(settings, visibility)
@@ -207,19 +237,27 @@ def _full_app(name: str, settings: Settings) -> Celery:
 
 
 def create_worker_app(
-    web_app: Any = None, name: str = "offload_worker", settings: Settings | None = None
+    web_app: Any = None,
+    name: str = "offload_worker",
+    settings: Settings | None = None,
+    task_cls: type | str | None = None,
 ) -> Celery:
     """The app a worker runs: every task module imported, queues, routing, reliability flags.
 
-    ``web_app`` (a Flask or FastAPI application) binds the Celery app to that framework: see
-    :mod:`offload.integrations`.
+    ``web_app`` (a Flask or FastAPI application) binds the Celery app to that framework: its
+    settings come from the framework's configuration and its tasks run in the framework's
+    context (see :mod:`offload.integrations`). ``task_cls`` replaces Celery's task base class.
     """
-    settings = settings or load_settings()
-    app = _full_app(name, settings)
-    if web_app is not None:
-        from offload.integrations import bind_web_app
+    if web_app is None:
+        return _full_app(name, settings or load_settings(), task_cls)
+    from offload.integrations import integration_for
 
-        bind_web_app(app, web_app)
+    integration = integration_for(web_app)
+    settings = settings or integration.settings_for(web_app)
+    if task_cls is None and hasattr(integration, "task_base"):
+        task_cls = integration.task_base(web_app)
+    app = _full_app(name, settings, task_cls)
+    integration.bind(app, web_app)
     return app
 
 

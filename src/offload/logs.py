@@ -21,9 +21,29 @@ _lock = threading.Lock()
 _configured: tuple[str, str] | None = None
 
 
+def add_task_context(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Add ``task_id`` / ``task_name`` of the Celery task running in this thread, if any.
+
+    Task code binds these (and ``tenant``) through contextvars; this fills them in for lines
+    written where nothing was bound (plain Celery tasks, Celery's own task logger).
+    """
+    if "task_id" in event and "task_name" in event:
+        return event
+    from celery._state import get_current_task
+
+    task = get_current_task()
+    request = getattr(task, "request", None) if task is not None else None
+    task_id = getattr(request, "id", None)
+    if task_id:
+        event.setdefault("task_id", task_id)
+        event.setdefault("task_name", task.name)
+    return event
+
+
 def _shared_processors() -> list[Any]:
     return [
         structlog.contextvars.merge_contextvars,
+        add_task_context,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -73,7 +93,19 @@ def configure_logging(settings: Settings) -> None:
                 root.removeHandler(existing)
         root.addHandler(handler)
         root.setLevel(level)
+        _keep_celery_off_logging()
         _configured = (fmt, level)
+
+
+def _celery_logging_is_ours(**_: Any) -> None:
+    """Receiver of Celery's ``setup_logging``: its presence tells Celery not to install its
+    own handlers (which would print task lines in another format, bypassing ours)."""
+
+
+def _keep_celery_off_logging() -> None:
+    from celery import signals
+
+    signals.setup_logging.connect(_celery_logging_is_ours, weak=False, dispatch_uid="offload")
 
 
 def _identity(_logger: Any, _name: str, event: Any) -> Any:

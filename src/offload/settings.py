@@ -59,12 +59,15 @@ def _check_scheme(field: str, url: str, allowed: frozenset[str], example: str) -
     return url
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """``url`` with any password replaced, for messages and logs."""
     parts = urlsplit(url)
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@", 1)
     return url
+
+
+_redact = redact_url
 
 
 def is_embedded_result_url(url: str) -> bool:

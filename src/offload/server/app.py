@@ -1,0 +1,132 @@
+"""The offload HTTP service: health, task status (JSON and SSE), metrics, app routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+
+from celery import Celery
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+
+from offload.checks import check_services
+from offload.integrations.fastapi import (
+    bind,
+    current_tenant,
+    get_celery_app,
+    get_engine,
+    get_settings,
+    task_belongs_to,
+)
+from offload.logs import get_logger
+from offload.plugins import plugin_modules
+from offload.server.dashboard import DASHBOARD_HTML
+from offload.server.metrics import MetricsMiddleware, render_metrics
+from offload.settings import Settings
+from offload.status import task_events, task_status
+
+__all__ = ["create_api"]
+
+log = get_logger("offload.server")
+
+
+def _owned_task(task_id: str, tenant: str, celery_app: Celery):
+    # Another tenant's task and a task that never existed look the same: 404.
+    if not task_belongs_to(task_id, tenant):
+        raise HTTPException(404, detail="task not found")
+    return celery_app.AsyncResult(task_id)
+
+
+def create_api(
+    settings: Settings,
+    celery_app: Celery,
+    *,
+    api_keys: Mapping[str, str] | None = None,
+    health_timeout: float = 3.0,
+) -> FastAPI:
+    """The FastAPI service over ``celery_app``.
+
+    ``api_keys`` replaces ``settings.api_keys`` (``offload dev`` adds its demo key). Each task
+    package's ``<pkg>.api.router`` is mounted now; its ``<pkg>.schema.upgrade(engine)`` runs at
+    start-up, before the first request is served.
+    """
+    packages = list(settings.task_packages)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = app.state.engine
+        for package, schema in plugin_modules(packages, "schema"):
+            upgrade = getattr(schema, "upgrade", None)
+            if upgrade is not None:
+                log.info("schema_upgrade", package=package)
+                await upgrade(engine)
+        yield
+
+    from offload import __version__
+
+    app = FastAPI(title="offload", version=__version__, lifespan=lifespan)
+    bind(celery_app, app, settings, owns=False)
+    app.state.offload_api_keys = dict(api_keys) if api_keys is not None else None
+    app.add_middleware(MetricsMiddleware)
+
+    @app.get("/health", tags=["service"])
+    async def health(request: Request) -> JSONResponse:
+        """Whether broker, result store and database answer (each within a few seconds)."""
+        checks = await check_services(
+            get_celery_app(request), get_engine(request), get_settings(request).database,
+            timeout=health_timeout,
+        )
+        ok = all(check.ok for check in checks)
+        body = {
+            "status": "ok" if ok else "unavailable",
+            "checks": {c.name: {"ok": c.ok, "detail": c.detail, "seconds": c.seconds}
+                       for c in checks},
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/tasks/{task_id}", tags=["tasks"])
+    async def get_task(
+        task_id: str,
+        tenant: str = Depends(current_tenant),
+        celery: Celery = Depends(get_celery_app),
+    ) -> dict:
+        """The task's state, progress, result or error (404 for another tenant's task)."""
+        import asyncio
+
+        return await asyncio.to_thread(task_status, _owned_task(task_id, tenant, celery))
+
+    @app.get("/tasks/{task_id}/events", tags=["tasks"])
+    async def task_event_stream(
+        task_id: str,
+        timeout: float | None = Query(None, gt=0, le=86400, description="Stop after seconds."),
+        tenant: str = Depends(current_tenant),
+        celery: Celery = Depends(get_celery_app),
+    ) -> StreamingResponse:
+        """Server-sent events: ``progress`` while the task runs, then one ``done``."""
+        result = _owned_task(task_id, tenant, celery)
+
+        async def stream() -> AsyncIterator[str]:
+            async for event in task_events(result, timeout=timeout):
+                yield event.encode()
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @app.get("/metrics", tags=["service"], include_in_schema=False)
+    def metrics() -> Response:
+        body, content_type = render_metrics()
+        return Response(body, media_type=content_type)
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> HTMLResponse:
+        return HTMLResponse(DASHBOARD_HTML)
+
+    for package, api in plugin_modules(packages, "api"):
+        router = getattr(api, "router", None)
+        if router is not None:
+            app.include_router(router)
+            log.debug("router_mounted", package=package)
+    return app
