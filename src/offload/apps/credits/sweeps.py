@@ -1,0 +1,406 @@
+"""The four ledger sweeps as plain async functions (the periodic tasks call these).
+
+Each sweep first lists the ids it may have to work on, then walks them in batches through a
+:class:`Batches` (the task's ``TaskContext`` in production: ``iter_batches`` / ``commit_batch``;
+:class:`SessionBatches` elsewhere). Inside a batch it locks the rows it will change with
+``FOR UPDATE SKIP LOCKED`` on PostgreSQL and re-checks their state, so two sweeps running at once
+split the work and never process one row twice; rows another sweep already finished no longer
+match and are skipped. Accounts are locked after the rows, sorted by key (no deadlocks), and
+updated set-wise: a batch is a handful of statements, not one round trip per row.
+On SQLite every batch is a ``BEGIN IMMEDIATE`` transaction (one writer at a time).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from offload.apps.credits.model import (
+    SETTLE_AS_COMPLETED,
+    CreditAccount,
+    CreditHold,
+    CreditTransaction,
+    utcnow,
+)
+from offload.apps.credits.service import (
+    CreditsConfig,
+    allocation_key,
+    begin_write,
+    check_period,
+    current_period,
+)
+from offload.apps.credits.sinks import ROW_FIELDS, AnalyticsSink
+
+T = TypeVar("T")
+ACCOUNTS = CreditAccount.__table__
+TRANSACTIONS = CreditTransaction.__table__
+HOLDS = CreditHold.__table__
+AccountKey = tuple[str, str]
+
+
+class Batches(Protocol):
+    """What a sweep needs from its runner (``TaskContext`` provides exactly this)."""
+
+    def iter_batches(self, items: Sequence[Any], batch_size: int) -> Any: ...
+
+    async def commit_batch(self) -> None: ...
+
+
+class Stats(Protocol):
+    def increment(self, name: str, n: int = 1) -> None: ...
+
+
+class SessionBatches:
+    """:class:`Batches` over a bare session (tests, the benchmark, scripts)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def iter_batches(self, items: Sequence[T], batch_size: int) -> AsyncIterator[list[T]]:
+        for start in range(0, len(items), batch_size):
+            yield list(items[start : start + batch_size])
+
+    async def commit_batch(self) -> None:
+        await self.session.commit()
+
+
+class CounterStats:
+    """:class:`Stats` in a :class:`collections.Counter`."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+
+    def increment(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+
+
+async def _each_batch(batches: Batches, items: Sequence[T], size: int) -> AsyncIterator[list[T]]:
+    """Accept both an async and a plain iterator from ``iter_batches``."""
+    produced = batches.iter_batches(items, size)
+    if hasattr(produced, "__aiter__"):
+        async for chunk in produced:
+            yield list(chunk)
+    else:
+        for chunk in produced:
+            yield list(chunk)
+
+
+async def _ids(session: AsyncSession, query: Any) -> list[Any]:
+    ids = list((await session.execute(query)).scalars())
+    await session.commit()  # end the listing's read transaction before the batches start
+    return ids
+
+
+async def _lock_accounts(
+    session: AsyncSession, keys: Iterable[AccountKey]
+) -> dict[AccountKey, dict[str, Any]]:
+    """Lock the accounts sorted by key (every sweep agrees on the order: no deadlock)."""
+    keys = sorted(set(keys))
+    if not keys:
+        return {}
+    rows = await session.execute(
+        select(ACCOUNTS.c.tenant, ACCOUNTS.c.user_id, ACCOUNTS.c.credits_balance,
+               ACCOUNTS.c.subscription_tier)
+        .where(tuple_(ACCOUNTS.c.tenant, ACCOUNTS.c.user_id).in_(keys))
+        .order_by(ACCOUNTS.c.tenant, ACCOUNTS.c.user_id)
+        .with_for_update()
+    )
+    return {(r.tenant, r.user_id): r._asdict() for r in rows}
+
+
+async def _store_balances(
+    session: AsyncSession, balances: dict[AccountKey, int], now: datetime
+) -> None:
+    if not balances:
+        return
+    await session.execute(
+        update(ACCOUNTS)
+        .where(ACCOUNTS.c.tenant == bindparam("k_tenant"),
+               ACCOUNTS.c.user_id == bindparam("k_user"))
+        .values(credits_balance=bindparam("k_balance"), version=ACCOUNTS.c.version + 1,
+                updated_at=now),
+        [{"k_tenant": t, "k_user": u, "k_balance": b} for (t, u), b in sorted(balances.items())],
+    )
+
+
+def _tx(key: AccountKey, amount: int, balance_after: int, type_: str, now: datetime,
+        **extra: Any) -> dict[str, Any]:
+    return {
+        "tenant": key[0], "user_id": key[1], "amount": amount, "balance_after": balance_after,
+        "type": type_, "status": "completed", "synced_to_analytics": False,
+        "reference_id": None, "notes": None, "idempotency_key": None,
+        "created_at": now, "updated_at": now, **extra,
+    }
+
+
+# --- credits.cleanup_expired_holds ----------------------------------------------------------
+
+
+async def cleanup_expired_holds(
+    session: AsyncSession,
+    *,
+    batch_size: int = 500,
+    batches: Batches | None = None,
+    stats: Stats | None = None,
+    now: datetime | None = None,
+) -> dict[str, int]:
+    """Release every active hold past ``expires_at``: status ``expired``, its amount back on
+    the balance with a ``release`` transaction. Returns ``released``, ``credits_returned``,
+    ``skipped`` (holds another sweep or a client settled first)."""
+    now = now or utcnow()
+    batches = batches or SessionBatches(session)
+    stats = stats or CounterStats()
+    summary = Counter(released=0, credits_returned=0, skipped=0)
+    ids = await _ids(
+        session,
+        select(HOLDS.c.id)
+        .where(HOLDS.c.status == "active", HOLDS.c.expires_at <= now)
+        .order_by(HOLDS.c.expires_at, HOLDS.c.id),
+    )
+    async for chunk in _each_batch(batches, ids, batch_size):
+        await begin_write(session)
+        holds = (await session.execute(
+            select(HOLDS.c.id, HOLDS.c.tenant, HOLDS.c.user_id, HOLDS.c.amount)
+            .where(HOLDS.c.id.in_(chunk), HOLDS.c.status == "active",
+                   HOLDS.c.expires_at <= now)
+            .order_by(HOLDS.c.tenant, HOLDS.c.user_id, HOLDS.c.id)
+            .with_for_update(skip_locked=True)
+        )).all()
+        skipped = len(chunk) - len(holds)
+        if holds:
+            await session.execute(
+                update(HOLDS)
+                .where(HOLDS.c.id.in_([h.id for h in holds]))
+                .values(status="expired", is_active=False, updated_at=now)
+            )
+            accounts = await _lock_accounts(session, ((h.tenant, h.user_id) for h in holds))
+            balances = {key: row["credits_balance"] for key, row in accounts.items()}
+            rows = []
+            for h in holds:
+                key = (h.tenant, h.user_id)
+                balances[key] += h.amount
+                rows.append(_tx(key, h.amount, balances[key], "release", now,
+                                reference_id=h.id, notes="hold expired"))
+            await _store_balances(session, balances, now)
+            await session.execute(insert(TRANSACTIONS), rows)
+        await batches.commit_batch()
+        returned = sum(h.amount for h in holds)
+        summary.update(released=len(holds), credits_returned=returned, skipped=skipped)
+        stats.increment("released", len(holds))
+        stats.increment("credits_returned", returned)
+        stats.increment("skipped", skipped)
+    return dict(summary)
+
+
+# --- credits.allocate_monthly -------------------------------------------------------------------
+
+
+async def allocate_monthly(
+    session: AsyncSession,
+    *,
+    config: CreditsConfig | None = None,
+    period: str | None = None,
+    batches: Batches | None = None,
+    stats: Stats | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Grant each subscriber its tier's allowance for ``period`` (default: this UTC month) as a
+    ``monthly_allocation`` transaction keyed ``monthly_allocation:<period>``: the per-account
+    unique key makes a rerun, a retry or a second beat a no-op. Returns ``allocated``,
+    ``credits``, ``already_allocated``, ``period``."""
+    config = config or CreditsConfig()
+    now = now or utcnow()
+    period = check_period(period or current_period(now))
+    key = allocation_key(period)
+    batches = batches or SessionBatches(session)
+    stats = stats or CounterStats()
+    summary = Counter(allocated=0, credits=0, already_allocated=0)
+    tiers = sorted(t for t, amount in config.allowances.items() if amount > 0)
+    keys = [] if not tiers else list((await session.execute(
+        select(ACCOUNTS.c.tenant, ACCOUNTS.c.user_id)
+        .where(ACCOUNTS.c.subscription_tier.in_(tiers))
+        .order_by(ACCOUNTS.c.tenant, ACCOUNTS.c.user_id)
+    )).tuples())
+    await session.commit()
+    async for chunk in _each_batch(batches, keys, batch_size=config.batch_size):
+        await begin_write(session)
+        accounts = await _lock_accounts(session, chunk)  # waits for a concurrent run's batch
+        done = set((await session.execute(
+            select(TRANSACTIONS.c.tenant, TRANSACTIONS.c.user_id).where(
+                tuple_(TRANSACTIONS.c.tenant, TRANSACTIONS.c.user_id).in_(list(accounts)),
+                TRANSACTIONS.c.idempotency_key == key,
+            )
+        )).tuples()) if accounts else set()
+        balances, rows = {}, []
+        for account_key, account in accounts.items():
+            allowance = int(config.allowances.get(account["subscription_tier"], 0))
+            if account_key in done or allowance <= 0:
+                continue
+            balances[account_key] = account["credits_balance"] + allowance
+            rows.append(_tx(
+                account_key, allowance, balances[account_key], "monthly_allocation", now,
+                idempotency_key=key,
+                notes=f"monthly allowance {period} ({account['subscription_tier']})",
+            ))
+        if rows:
+            await _store_balances(session, balances, now)
+            await session.execute(insert(TRANSACTIONS), rows)
+        await batches.commit_batch()
+        credits = sum(r["amount"] for r in rows)
+        summary.update(allocated=len(rows), credits=credits, already_allocated=len(done))
+        stats.increment("allocated", len(rows))
+        stats.increment("credits", credits)
+        stats.increment("already_allocated", len(done))
+    return {**summary, "period": period}
+
+
+# --- credits.process_pending ---------------------------------------------------------------------
+
+
+async def process_pending(
+    session: AsyncSession,
+    *,
+    max_age: float,
+    batch_size: int = 500,
+    batches: Batches | None = None,
+    stats: Stats | None = None,
+    now: datetime | None = None,
+) -> dict[str, int]:
+    """Settle transactions pending for longer than ``max_age`` seconds: ``api_usage`` and
+    ``feature_access`` become completed; anything else is reverted (its absolute amount
+    refunded to the balance) and marked failed, with a note saying why. Returns
+    ``completed``, ``reverted``, ``credits_refunded``, ``skipped``."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=max_age)
+    age = _age_text(max_age)
+    batches = batches or SessionBatches(session)
+    stats = stats or CounterStats()
+    summary = Counter(completed=0, reverted=0, credits_refunded=0, skipped=0)
+    ids = await _ids(
+        session,
+        select(TRANSACTIONS.c.id)
+        .where(TRANSACTIONS.c.status == "pending", TRANSACTIONS.c.created_at < cutoff)
+        .order_by(TRANSACTIONS.c.id),
+    )
+    async for chunk in _each_batch(batches, ids, batch_size):
+        await begin_write(session)
+        pending = (await session.execute(
+            select(TRANSACTIONS.c.id, TRANSACTIONS.c.tenant, TRANSACTIONS.c.user_id,
+                   TRANSACTIONS.c.amount, TRANSACTIONS.c.type, TRANSACTIONS.c.notes)
+            .where(TRANSACTIONS.c.id.in_(chunk), TRANSACTIONS.c.status == "pending",
+                   TRANSACTIONS.c.created_at < cutoff)
+            .order_by(TRANSACTIONS.c.id)
+            .with_for_update(skip_locked=True)
+        )).all()
+        complete = [p for p in pending if p.type in SETTLE_AS_COMPLETED]
+        revert = [p for p in pending if p.type not in SETTLE_AS_COMPLETED]
+        changes = [
+            {"k_id": p.id, "k_status": "completed",
+             "k_notes": _note(p.notes, f"completed automatically: pending for over {age}")}
+            for p in complete
+        ]
+        if revert:
+            accounts = await _lock_accounts(session, ((p.tenant, p.user_id) for p in revert))
+            balances = {key: row["credits_balance"] for key, row in accounts.items()}
+            for p in revert:
+                balances[(p.tenant, p.user_id)] += abs(p.amount)
+                changes.append({
+                    "k_id": p.id, "k_status": "failed",
+                    "k_notes": _note(p.notes, f"failed: pending for over {age}; "
+                                              f"{abs(p.amount)} credits refunded"),
+                })
+            await _store_balances(session, balances, now)
+        if changes:
+            await session.execute(
+                update(TRANSACTIONS)
+                .where(TRANSACTIONS.c.id == bindparam("k_id"))
+                .values(status=bindparam("k_status"), notes=bindparam("k_notes"),
+                        updated_at=now),
+                changes,
+            )
+        await batches.commit_batch()
+        refunded = sum(abs(p.amount) for p in revert)
+        skipped = len(chunk) - len(pending)
+        summary.update(completed=len(complete), reverted=len(revert),
+                       credits_refunded=refunded, skipped=skipped)
+        for name, n in (("completed", len(complete)), ("reverted", len(revert)),
+                        ("credits_refunded", refunded), ("skipped", skipped)):
+            stats.increment(name, n)
+    return dict(summary)
+
+
+def _age_text(seconds: float) -> str:
+    if seconds % 3600 == 0:
+        return f"{int(seconds // 3600)} h"
+    return f"{seconds:g} s"
+
+
+def _note(existing: str | None, note: str) -> str:
+    return f"{existing}; {note}" if existing else note
+
+
+# --- credits.sync_usage -------------------------------------------------------------------------
+
+
+async def sync_usage(
+    session: AsyncSession,
+    sink: AnalyticsSink,
+    *,
+    batch_size: int = 500,
+    batches: Batches | None = None,
+    stats: Stats | None = None,
+) -> dict[str, int]:
+    """Push completed, unsynced transactions to ``sink`` batch by batch and mark a batch
+    synced only after the sink acknowledged it. A sink error rolls the current batch back
+    (its rows stay unsynced for the next run) and propagates; batches acknowledged before it
+    stay synced. Returns ``synced`` and ``skipped``."""
+    batches = batches or SessionBatches(session)
+    stats = stats or CounterStats()
+    summary = Counter(synced=0, skipped=0)
+    unsynced = (TRANSACTIONS.c.status == "completed") & TRANSACTIONS.c.synced_to_analytics.is_(
+        False
+    )
+    ids = await _ids(
+        session, select(TRANSACTIONS.c.id).where(unsynced).order_by(TRANSACTIONS.c.id)
+    )
+    columns = [TRANSACTIONS.c[name] for name in ROW_FIELDS]
+    async for chunk in _each_batch(batches, ids, batch_size):
+        try:
+            rows = [r._asdict() for r in (await session.execute(
+                select(*columns)
+                .where(TRANSACTIONS.c.id.in_(chunk), unsynced)
+                .order_by(TRANSACTIONS.c.id)
+                .with_for_update(skip_locked=True)  # a concurrent sync skips these rows
+            ))]
+            if rows:
+                await sink.send(rows)  # raises unless the sink acknowledged every row
+                await session.execute(
+                    update(TRANSACTIONS)
+                    .where(TRANSACTIONS.c.id.in_([r["id"] for r in rows]))
+                    .values(synced_to_analytics=True)
+                )
+            await batches.commit_batch()
+        except BaseException:
+            await session.rollback()
+            raise
+        summary.update(synced=len(rows), skipped=len(chunk) - len(rows))
+        stats.increment("synced", len(rows))
+        stats.increment("skipped", len(chunk) - len(rows))
+    return dict(summary)
+
+
+__all__ = [
+    "Batches",
+    "CounterStats",
+    "SessionBatches",
+    "Stats",
+    "allocate_monthly",
+    "cleanup_expired_holds",
+    "process_pending",
+    "sync_usage",
+]

@@ -1,0 +1,103 @@
+"""Fixtures of the credits tests: a migrated ledger on SQLite and on PostgreSQL.
+
+``engine`` is parametrised over both databases. The PostgreSQL database is the session's
+(``postgres_url``); each test starts from empty credits tables. ``check_ledger`` asserts the
+ledger invariant and the exactly-once life of every hold.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from offload.apps.credits.model import (
+    COUNTED_STATUSES,
+    CreditAccount,
+    CreditHold,
+    CreditTransaction,
+)
+from offload.apps.credits.schema import upgrade
+from offload.db import create_engine, session_maker
+
+CREDIT_TABLES = "credit_transactions, credit_holds, credit_usage_rates, credit_accounts"
+
+
+async def sqlite_ledger(path) -> AsyncEngine:
+    engine = create_engine(f"sqlite+aiosqlite:///{path}/credits.db")
+    await upgrade(engine)
+    return engine
+
+
+async def postgres_ledger(url: str) -> AsyncEngine:
+    engine = create_engine(url)
+    await upgrade(engine)
+    async with engine.begin() as connection:
+        await connection.execute(text(f"TRUNCATE {CREDIT_TABLES} RESTART IDENTITY CASCADE"))
+    return engine
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def engine(request, tmp_path) -> AsyncIterator[AsyncEngine]:
+    if request.param == "sqlite":
+        engine = await sqlite_ledger(tmp_path)
+    else:
+        engine = await postgres_ledger(request.getfixturevalue("postgres_url"))
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def pg_engine(postgres_url) -> AsyncIterator[AsyncEngine]:
+    engine = await postgres_ledger(postgres_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def session(engine) -> AsyncIterator[AsyncSession]:
+    async with session_maker(engine)() as session:
+        yield session
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"tenant-{uuid.uuid4().hex[:8]}"
+
+
+async def check_ledger(engine: AsyncEngine) -> dict[tuple[str, str], int]:
+    """Assert the invariant for every account; return the balances."""
+    async with session_maker(engine)() as session:
+        accounts = (await session.scalars(select(CreditAccount))).all()
+        txs = (await session.scalars(select(CreditTransaction))).all()
+        holds = (await session.scalars(select(CreditHold))).all()
+    counted: dict[tuple[str, str], int] = defaultdict(int)
+    by_reference: dict[str, list[CreditTransaction]] = defaultdict(list)
+    for tx in txs:
+        assert isinstance(tx.amount, int) and isinstance(tx.balance_after, int)
+        if tx.status in COUNTED_STATUSES:
+            counted[(tx.tenant, tx.user_id)] += tx.amount
+        if tx.reference_id:
+            by_reference[tx.reference_id].append(tx)
+    balances = {}
+    for account in accounts:
+        key = (account.tenant, account.user_id)
+        assert isinstance(account.credits_balance, int)
+        assert account.credits_balance >= 0, key
+        assert account.credits_balance == counted[key], (key, account.credits_balance, counted[key])
+        balances[key] = account.credits_balance
+    for hold in holds:  # each hold: placed once, settled at most once, consistently
+        kinds = sorted((t.type, t.amount) for t in by_reference[hold.id])
+        expected = {
+            "active": [("hold", -hold.amount)],
+            "committed": [("deduction", 0), ("hold", -hold.amount)],
+            "released": [("hold", -hold.amount), ("release", hold.amount)],
+            "expired": [("hold", -hold.amount), ("release", hold.amount)],
+        }[hold.status]
+        assert kinds == expected, (hold.id, hold.status, kinds)
+        assert hold.is_active == (hold.status == "active")
+    return balances
