@@ -1,0 +1,1 @@
+"""A task package for foundation tests: every plug-in module of the convention."""
