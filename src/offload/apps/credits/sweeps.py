@@ -225,9 +225,10 @@ async def allocate_monthly(
         select(ACCOUNTS.c.tenant, ACCOUNTS.c.user_id)
         .where(ACCOUNTS.c.subscription_tier.in_(tiers))
         .order_by(ACCOUNTS.c.tenant, ACCOUNTS.c.user_id)
-    )).tuples())
+    )).all())
+    keys = [(t, u) for t, u in keys]
     await session.commit()
-    async for chunk in _each_batch(batches, keys, batch_size=config.batch_size):
+    async for chunk in _each_batch(batches, keys, config.batch_size):
         await begin_write(session)
         accounts = await _lock_accounts(session, chunk)  # waits for a concurrent run's batch
         done = set((await session.execute(
@@ -235,7 +236,8 @@ async def allocate_monthly(
                 tuple_(TRANSACTIONS.c.tenant, TRANSACTIONS.c.user_id).in_(list(accounts)),
                 TRANSACTIONS.c.idempotency_key == key,
             )
-        )).tuples()) if accounts else set()
+        )).all()) if accounts else set()
+        done = {(t, u) for t, u in done}
         balances, rows = {}, []
         for account_key, account in accounts.items():
             allowance = int(config.allowances.get(account["subscription_tier"], 0))
@@ -371,6 +373,8 @@ async def sync_usage(
     columns = [TRANSACTIONS.c[name] for name in ROW_FIELDS]
     async for chunk in _each_batch(batches, ids, batch_size):
         try:
+            # SQLite: the batch holds the write lock until the sink answered (one sync at a time)
+            await begin_write(session)
             rows = [r._asdict() for r in (await session.execute(
                 select(*columns)
                 .where(TRANSACTIONS.c.id.in_(chunk), unsynced)
