@@ -1,0 +1,136 @@
+"""The credits HTTP API in a FastAPI app of our own (offload's lifespan and API-key auth)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from celery import Celery
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from offload.apps.credits import service as ledger
+from offload.apps.credits.api import router
+from offload.db import create_engine, session_maker
+from offload.integrations.fastapi import offload_lifespan
+
+from .conftest import postgres_ledger, sqlite_ledger
+
+ACME = {"Authorization": "Bearer acme-key"}
+GLOBEX = {"Authorization": "Bearer globex-key"}
+
+
+async def _prepare(request, data_dir) -> str:
+    if request.param == "sqlite":
+        engine = await sqlite_ledger(data_dir)
+        url = str(engine.url)
+    else:
+        url = request.getfixturevalue("postgres_url")
+        engine = await postgres_ledger(url)
+    async with session_maker(engine)() as session:
+        await ledger.set_rate(session, "/search", 4)
+    await engine.dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def client(request, make_settings, data_dir):
+    url = asyncio.run(_prepare(request, data_dir))
+    settings = make_settings(
+        database_url=url, api_keys={"acme-key": "acme", "globex-key": "globex"},
+        credits_hold_ttl=600,
+    )
+    app = FastAPI(lifespan=offload_lifespan(settings=settings, celery_app=Celery("api-test")))
+    app.include_router(router)
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def _fund(client, user="42", amount=20, headers=ACME):
+    assert client.put(f"/credits/{user}", json={"tier": "standard"}, headers=headers).status_code == 200
+    response = client.post(f"/credits/{user}/additions", json={"amount": amount},
+                           headers=headers | {"Idempotency-Key": f"fund-{user}"})
+    assert response.status_code == 201, response.text
+
+
+def test_every_route_needs_an_api_key(client):
+    assert client.get("/credits/42").status_code == 401
+    assert client.get("/credits/42", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.post("/credits/holds/x/consume").status_code == 401
+
+
+def test_hold_consume_release_and_history(client):
+    _fund(client)
+    assert client.get("/credits/42", headers=ACME).json() == {
+        "user_id": "42", "tier": "standard", "balance": 20, "version": 2}
+    hold = client.post("/credits/42/holds", json={"operation": "/search", "units": 2},
+                       headers=ACME)
+    assert hold.status_code == 201, hold.text
+    body = hold.json()
+    assert (body["amount"], body["status"], body["replayed"]) == (8, "active", False)
+    assert client.get("/credits/42", headers=ACME).json()["balance"] == 12
+    consumed = client.post(f"/credits/holds/{body['id']}/consume", headers=ACME)
+    assert consumed.status_code == 200 and consumed.json()["status"] == "committed"
+    again = client.post(f"/credits/holds/{body['id']}/consume", headers=ACME)
+    assert again.status_code == 409
+    assert again.json()["detail"]["error"] == "HoldAlreadyConsumed"
+    second = client.post("/credits/42/holds", json={"operation": "/search"}, headers=ACME).json()
+    released = client.post(f"/credits/holds/{second['id']}/release", headers=ACME)
+    assert released.json()["status"] == "released"
+    assert client.get("/credits/42", headers=ACME).json()["balance"] == 12
+    page = client.get("/credits/42/transactions", params={"limit": 3}, headers=ACME).json()
+    assert [t["type"] for t in page["items"]] == ["release", "hold", "deduction"]
+    rest = client.get("/credits/42/transactions", params={"before": page["next_before"]},
+                      headers=ACME).json()
+    assert [t["type"] for t in rest["items"]] == ["hold", "addition"]
+    assert rest["next_before"] is None
+
+
+def test_domain_errors_are_4xx(client):
+    assert client.get("/credits/nobody", headers=ACME).status_code == 404
+    _fund(client, amount=3)
+    short = client.post("/credits/42/holds", json={"operation": "/search"}, headers=ACME)
+    assert short.status_code == 402
+    assert short.json()["detail"] == {"error": "InsufficientCredits", "user_id": "42",
+                                      "balance": 3, "required": 4,
+                                      "message": "user '42' has 3 credits, needs 4"}
+    unknown = client.post("/credits/42/holds", json={"operation": "/nope"}, headers=ACME)
+    assert unknown.status_code == 404
+    assert client.post("/credits/holds/missing/consume", headers=ACME).status_code == 404
+    bad = client.post("/credits/42/holds", json={"operation": "/search", "units": 0},
+                      headers=ACME)
+    assert bad.status_code == 422
+    float_amount = client.post("/credits/42/additions", json={"amount": 1.5},
+                               headers=ACME | {"Idempotency-Key": "f"})
+    assert float_amount.status_code == 422
+    no_key = client.post("/credits/42/additions", json={"amount": 1}, headers=ACME)
+    assert no_key.status_code == 422
+
+
+def test_idempotency_key_replays_the_first_answer(client):
+    _fund(client)
+    headers = ACME | {"Idempotency-Key": "req-7"}
+    first = client.post("/credits/42/holds", json={"operation": "/search"}, headers=headers)
+    second = client.post("/credits/42/holds", json={"operation": "/search"}, headers=headers)
+    assert (first.status_code, second.status_code) == (201, 200)
+    assert second.json()["id"] == first.json()["id"] and second.json()["replayed"]
+    assert client.get("/credits/42", headers=ACME).json()["balance"] == 16
+    conflict = client.post("/credits/42/holds", json={"operation": "/search", "units": 3},
+                           headers=headers)
+    assert conflict.status_code == 409
+
+
+def test_tenants_never_see_each_others_accounts(client):
+    _fund(client, user="42", amount=20, headers=ACME)
+    # globex has no user 42 until it opens one, and then it is a different account
+    assert client.get("/credits/42", headers=GLOBEX).status_code == 404
+    _fund(client, user="42", amount=5, headers=GLOBEX)
+    assert client.get("/credits/42", headers=GLOBEX).json()["balance"] == 5
+    assert client.get("/credits/42", headers=ACME).json()["balance"] == 20
+    hold = client.post("/credits/42/holds", json={"operation": "/search"}, headers=ACME).json()
+    for action in ("consume", "release"):
+        answer = client.post(f"/credits/holds/{hold['id']}/{action}", headers=GLOBEX)
+        assert answer.status_code == 404
+    history = client.get("/credits/42/transactions", headers=GLOBEX).json()["items"]
+    assert [t["amount"] for t in history] == [5]
+    assert client.get("/credits/42", headers=ACME).json()["balance"] == 16
