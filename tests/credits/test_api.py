@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from offload.apps.credits import service as ledger
 from offload.apps.credits.api import router
-from offload.db import create_engine, session_maker
+from offload.db import session_maker
 from offload.integrations.fastapi import offload_lifespan
 
 from .conftest import postgres_ledger, sqlite_ledger

@@ -123,7 +123,7 @@ async def test_concurrent_monthly_allocations_allocate_once(engine, ledger_of):
     config = ledger.CreditsConfig(batch_size=3)
     calls = [(sweeps.allocate_monthly, (), {"config": config, "period": "2025-06"})] * 3
     calls += [(ledger.allocate, (ledger_of, "u3", "2025-06"), {"config": config})] * 2
-    results, outcomes = await _outcomes(engine, calls)
+    results, _ = await _outcomes(engine, calls)
     assert not [r for r in results if isinstance(r, Exception)]
     balances = await check_ledger(engine)
     assert all(balances[(ledger_of, f"u{n}")] == 130 for n in range(10))

@@ -37,10 +37,10 @@ async def test_upgrade_twice_is_a_no_op(engine):
 @pytest.mark.parametrize(
     "statement",
     [
-        "INSERT INTO credit_accounts (tenant, user_id, subscription_tier, credits_balance, version,"
-        " created_at, updated_at) VALUES ('t', 'u', 'free', -1, 1, :now, :now)",
-        "INSERT INTO credit_accounts (tenant, user_id, subscription_tier, credits_balance, version,"
-        " created_at, updated_at) VALUES ('t', 'u', 'gold', 0, 1, :now, :now)",
+        ("INSERT INTO credit_accounts (tenant, user_id, subscription_tier, credits_balance, version,"
+        " created_at, updated_at) VALUES ('t', 'u', 'free', -1, 1, :now, :now)"),
+        ("INSERT INTO credit_accounts (tenant, user_id, subscription_tier, credits_balance, version,"
+        " created_at, updated_at) VALUES ('t', 'u', 'gold', 0, 1, :now, :now)"),
     ],
     ids=["negative-balance", "unknown-tier"],
 )

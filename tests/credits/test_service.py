@@ -156,7 +156,7 @@ async def test_amounts_are_positive_whole_numbers(session, funded, amount):
 
 
 async def test_integral_decimals_are_accepted(engine, session, funded):
-    tx = await ledger.add(session, funded, "u1", Decimal("5"), "dec")
+    tx = await ledger.add(session, funded, "u1", Decimal(5), "dec")
     assert tx.amount == 5 and type(tx.amount) is int
     await check_ledger(engine)
 
