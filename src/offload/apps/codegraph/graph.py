@@ -1,0 +1,136 @@
+"""The code graph's vocabulary: what a parser extracts from one file.
+
+A parser turns one file's bytes into an :class:`Extraction`: its symbols (classes, functions,
+methods, ... with names *local* to the file's module, e.g. ``Class.method``), its imports, the
+calls made inside each symbol and the base classes each class names. Nothing here knows the
+file's path, module or repository; :mod:`offload.apps.codegraph.resolve` turns extractions of a
+whole repository into stored nodes and edges. An extraction is a pure function of the file's
+content and language, which is what makes incremental re-indexing by content hash sound.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Bump when extraction output changes: stored extractions of an older version are re-parsed.
+EXTRACTOR_VERSION = 1
+
+REPOSITORY, PACKAGE, MODULE, FILE = "repository", "package", "module", "file"
+CLASS, STRUCT, INTERFACE, TRAIT, ENUM, TYPE = "class", "struct", "interface", "trait", "enum", "type"
+FUNCTION, METHOD = "function", "method"
+
+#: Every node type, in the order the docs list them.
+NODE_TYPES = (REPOSITORY, PACKAGE, MODULE, FILE, CLASS, STRUCT, INTERFACE, TRAIT, ENUM, TYPE,
+              FUNCTION, METHOD)
+#: Node types that can own methods and be inherited from.
+TYPE_KINDS = frozenset({CLASS, STRUCT, INTERFACE, TRAIT, ENUM, TYPE})
+#: Node types whose body is a call scope.
+CALLABLE_KINDS = frozenset({FUNCTION, METHOD})
+
+CONTAINS, IMPORTS, CALLS, INHERITS = "CONTAINS", "IMPORTS", "CALLS", "INHERITS"
+EDGE_TYPES = (CONTAINS, IMPORTS, CALLS, INHERITS)
+
+
+@dataclass(slots=True)
+class Symbol:
+    """A definition in a file. ``local_qn`` is unique within the file: a repeated name in the
+    same scope (a property setter, a Java overload, a Go ``init``) gets ``#2``, ``#3``, ..."""
+
+    kind: str
+    name: str
+    local_qn: str
+    start_line: int
+    end_line: int
+    parent: int = -1  # index of the enclosing symbol in Extraction.symbols, -1 = the file
+    props: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Import:
+    """One imported module or item, as written.
+
+    ``target`` is the module path in the language's own spelling (``os.path``, ``./util``,
+    ``fmt``, ``crate::a::b``, ``java.util.List``); ``names`` are ``(name, local alias)`` pairs
+    for ``from m import a as b`` style imports; ``alias`` the local name bound to the module
+    itself; ``level`` the leading dots of a Python relative import.
+    """
+
+    target: str
+    line: int
+    names: tuple[tuple[str, str], ...] = ()
+    alias: str | None = None
+    level: int = 0
+    wildcard: bool = False
+
+
+@dataclass(slots=True)
+class Extraction:
+    """Everything a parser found in one file."""
+
+    language: str
+    lines: int
+    symbols: list[Symbol] = field(default_factory=list)
+    imports: list[Import] = field(default_factory=list)
+    #: (caller symbol index or -1 for module level, callee as written, line)
+    calls: list[tuple[int, str, int]] = field(default_factory=list)
+    #: (class symbol index or -1, class name when the index is -1, base as written, via, line)
+    bases: list[tuple[int, str, str, str, int]] = field(default_factory=list)
+    #: declared package (Go ``package x``, Java ``package a.b;``)
+    package: str | None = None
+    #: exported name -> local qualified name (JavaScript/TypeScript ``export default`` etc.)
+    exports: dict[str, str] = field(default_factory=dict)
+    #: syntax errors tree-sitter recovered from (the file was still extracted)
+    errors: int = 0
+
+    # --- compact storage form (a stored extraction lets unchanged files skip parsing) --------
+    def interface(self) -> dict[str, Any]:
+        """What other files' resolution depends on: names, kinds, bases, imports, exports."""
+        return {
+            "language": self.language,
+            "package": self.package,
+            "symbols": [[s.kind, s.name, s.local_qn, s.parent, _receiver(s)] for s in self.symbols],
+            "imports": [[i.target, i.line, [list(n) for n in i.names], i.alias, i.level,
+                         i.wildcard] for i in self.imports],
+            "bases": [list(b) for b in self.bases],
+            "exports": self.exports,
+        }
+
+    def to_blob(self) -> bytes:
+        data = {
+            "v": EXTRACTOR_VERSION,
+            "language": self.language,
+            "lines": self.lines,
+            "package": self.package,
+            "exports": self.exports,
+            "errors": self.errors,
+            "symbols": [[s.kind, s.name, s.local_qn, s.start_line, s.end_line, s.parent, s.props]
+                        for s in self.symbols],
+            "imports": [[i.target, i.line, [list(n) for n in i.names], i.alias, i.level,
+                         i.wildcard] for i in self.imports],
+            "calls": self.calls,
+            "bases": self.bases,
+        }
+        return zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 1)
+
+    @classmethod
+    def from_blob(cls, blob: bytes) -> Extraction:
+        data = json.loads(zlib.decompress(blob))
+        return cls(
+            language=data["language"],
+            lines=data["lines"],
+            package=data["package"],
+            exports=data["exports"],
+            errors=data["errors"],
+            symbols=[Symbol(*row) for row in data["symbols"]],
+            imports=[Import(t, ln, tuple(tuple(n) for n in names), alias, level, wild)
+                     for t, ln, names, alias, level, wild in data["imports"]],
+            calls=[tuple(c) for c in data["calls"]],  # type: ignore[misc]
+            bases=[tuple(b) for b in data["bases"]],  # type: ignore[misc]
+        )
+
+
+def _receiver(symbol: Symbol) -> str | None:
+    return symbol.props.get("receiver") if symbol.props else None

@@ -1,0 +1,1 @@
+"""codegraph's Celery tasks (filled in once the framework's decorators land)."""
