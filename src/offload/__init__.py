@@ -21,6 +21,16 @@ from offload.errors import (
 )
 from offload.factory import create_monitor_app, create_scheduler_app, create_worker_app
 from offload.settings import Settings, load_settings
+from offload.tasks import (
+    RetryPolicy,
+    StatsCounter,
+    TaskContext,
+    TaskMetrics,
+    Timer,
+    db_task,
+    register_retry_policy,
+    simple_task,
+)
 
 __version__ = "0.1.0"
 
@@ -31,6 +41,15 @@ __all__ = [
     "create_monitor_app",
     "create_scheduler_app",
     "create_worker_app",
+    # task framework
+    "RetryPolicy",
+    "StatsCounter",
+    "TaskContext",
+    "TaskMetrics",
+    "Timer",
+    "db_task",
+    "register_retry_policy",
+    "simple_task",
     # errors
     "CircuitBreakerOpen",
     "ConfigurationError",

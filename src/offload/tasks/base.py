@@ -1,0 +1,261 @@
+"""The Celery task class behind ``@simple_task`` and ``@db_task``.
+
+Each app gets its own subclass per task (built by :mod:`offload.tasks.decorators`); the
+behaviour lives here: build the :class:`TaskContext`, run the body (through the async bridge
+and a session for db tasks), map errors to retry-or-fail, keep log context, record metrics,
+claim and release dedup keys.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from celery import Task, signals
+from celery.backends.base import DisabledBackend
+from celery.exceptions import SoftTimeLimitExceeded
+from celery.states import FAILURE, SUCCESS
+
+from offload.logs import get_logger
+from offload.tasks import logcontext
+from offload.tasks.context import TaskContext
+from offload.tasks.dedup import DEDUP_HEADER, claim_store_for, dedup_key_of, derived_key
+from offload.tasks.errors import Outcome, classify, describe, for_result, render_message
+from offload.tasks.loop import run_async, shutdown
+from offload.tasks.metrics import default_metrics
+from offload.tasks.progress import ProgressReporter
+from offload.tasks.session import session_scope
+
+if TYPE_CHECKING:
+    from offload.settings import Settings
+    from offload.tasks.decorators import TaskSpec
+
+__all__ = ["OffloadTask"]
+
+_log = get_logger("offload.tasks")
+
+
+class OffloadTask(Task):
+    """Base class of every offload task (one subclass per task and app)."""
+
+    offload_spec: TaskSpec
+    offload_kind: str = "simple"
+    offload_schedule: Any = None
+    queue: str = "default"
+    _offload_settings_cache: Settings | None = None
+
+    # --- what tests and the factory read ------------------------------------------------------
+    @property
+    def offload_settings(self) -> Settings:
+        settings = self._offload_settings_cache
+        if settings is None:
+            from offload.factory import settings_of
+
+            settings = self._offload_settings_cache = settings_of(self.app)
+        return settings
+
+    @property
+    def retry_policy(self) -> Any:
+        return self.offload_spec.policy
+
+    def run_with(self, ctx: TaskContext, *args: Any, **kwargs: Any) -> Any:
+        """Call the decorated function with ``ctx`` (a coroutine for a ``@db_task``)."""
+        return self.offload_spec.fn(ctx, *args, **kwargs)
+
+    # --- publishing -------------------------------------------------------------------------------
+    def apply_async(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        task_id: str | None = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: Any = None,
+        dedup_key: str | None = None,
+        **options: Any,
+    ) -> Any:
+        """Celery's ``apply_async`` plus ``dedup_key``: while a task holding that key is queued
+        or running, return its ``AsyncResult`` and publish nothing (see
+        :mod:`offload.tasks.dedup`). With ``dedup=True`` on the task, ``task_id`` (or, without
+        one, the arguments) is the key."""
+        spec = self.offload_spec
+        if dedup_key is None and not spec.dedup:
+            return super().apply_async(args, kwargs, task_id, producer, link, link_error,
+                                       shadow, **options)
+        headers = options.get("headers") or {}
+        if DEDUP_HEADER in headers:  # a retry (or re-publish) of a task that holds its claim
+            return super().apply_async(args, kwargs, task_id, producer, link, link_error,
+                                       shadow, **options)
+        if dedup_key is None:
+            dedup_key = task_id if task_id is not None else derived_key(args, kwargs)
+        if not isinstance(dedup_key, str) or not dedup_key:
+            from offload.errors import TaskValidationError
+
+            raise TaskValidationError("dedup_key must be a non-empty str", task=self.name)
+        settings = self.offload_settings
+        store = claim_store_for(self.app, settings)
+        key = dedup_key_of(self.name, dedup_key)
+        task_id = task_id or str(uuid.uuid4())
+        owner = store.claim(key, task_id, settings.dedup_ttl)
+        if owner is not None:
+            _log.debug("deduplicated send", task_name=self.name, dedup_key=dedup_key,
+                       existing_task_id=owner)
+            return self.AsyncResult(owner)
+        options["headers"] = {**headers, DEDUP_HEADER: key}
+        try:
+            return super().apply_async(args, kwargs, task_id, producer, link, link_error,
+                                       shadow, **options)
+        except BaseException:
+            store.release(key, task_id)
+            raise
+
+    def _dedup_claim(self) -> str | None:
+        headers = self.request.headers
+        if headers:
+            return headers.get(DEDUP_HEADER)
+        return getattr(self.request, DEDUP_HEADER, None)
+
+    def after_return(
+        self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
+        """Release the dedup claim once the task is over (success or final failure)."""
+        if status not in (SUCCESS, FAILURE):
+            return
+        key = self._dedup_claim()
+        if key is None:
+            return
+        try:
+            claim_store_for(self.app, self.offload_settings).release(key, task_id)
+        except Exception as exc:  # noqa: BLE001 - the claim then expires by its TTL
+            _log.warning("dedup claim not released", key=key, error=repr(exc))
+
+    # --- running ---------------------------------------------------------------------------------
+    def _make_context(self) -> TaskContext:
+        request = self.request
+        settings = self.offload_settings
+        reporter = None
+        if request.id is not None and not request.called_directly:
+            backend = self.backend
+            if not isinstance(backend, DisabledBackend):
+                reporter = ProgressReporter(backend, request.id, request,
+                                            settings.progress_min_interval)
+        return TaskContext(
+            task_id=request.id,
+            task_name=self.name,
+            retries=request.retries or 0,
+            settings=settings,
+            reporter=reporter,
+        )
+
+    def _run_simple(self, *args: Any, **kwargs: Any) -> Any:
+        ctx = self._make_context()
+        metrics = default_metrics()
+        started = metrics.started(self.name)
+        try:
+            result = self.offload_spec.fn(ctx, *args, **kwargs)
+        except BaseException as exc:
+            ctx._finish()
+            self._failed(ctx, exc, metrics, started)
+            raise
+        ctx._finish()
+        metrics.finished(self.name, "success", started)
+        return result
+
+    def _run_db(self, *args: Any, **kwargs: Any) -> Any:
+        ctx = self._make_context()
+        metrics = default_metrics()
+        started = metrics.started(self.name)
+        try:
+            result = run_async(self._db_body(ctx, args, kwargs))
+        except BaseException as exc:
+            ctx._finish()
+            logcontext.bind(**ctx._log_fields)
+            self._failed(ctx, exc, metrics, started)
+            raise
+        ctx._finish()
+        logcontext.bind(**ctx._log_fields)
+        metrics.finished(self.name, "success", started)
+        return result
+
+    async def _db_body(self, ctx: TaskContext, args: Any, kwargs: Any) -> Any:
+        async with session_scope(ctx.settings.database) as session:
+            ctx._session = session
+            try:
+                return await self.offload_spec.fn(ctx, *args, **kwargs)
+            finally:
+                ctx._session = None
+
+    def _failed(self, ctx: TaskContext, exc: BaseException, metrics: Any, started: float) -> None:
+        """Decide what ``exc`` means; raise a Retry, a clearer error, or return to re-raise."""
+        outcome = classify(exc)
+        if outcome is Outcome.PASS:
+            metrics.finished(self.name, "failure", started)
+            return
+        policy = self.offload_spec.policy
+        if isinstance(exc, SoftTimeLimitExceeded):
+            metrics.finished(self.name, "failure", started)
+            limit = self.request.soft_time_limit or self.soft_time_limit or (
+                ctx.settings.task_soft_time_limit)
+            done = "its database work was rolled back" if self.offload_kind == "db" else (
+                "it was stopped")
+            message = f"task {self.name} exceeded its soft time limit ({limit} s); {done}"
+            ctx.log_error("soft time limit exceeded", limit=limit)
+            raise SoftTimeLimitExceeded(message) from exc
+        retries = ctx.retries
+        if outcome is Outcome.FAIL or retries >= policy.max_retries or (
+            self.request.called_directly
+        ):
+            metrics.finished(self.name, "failure", started)
+            final = "not retriable" if outcome is Outcome.FAIL else (
+                f"gave up after {retries} retries")
+            ctx.log_error(f"task failed: {final}", **describe(exc))
+            stored = for_result(exc)
+            if getattr(stored, "context", None):
+                stored.args = (render_message(stored),)
+            if stored is not exc:
+                raise stored from exc
+            return
+        countdown = policy.countdown(retries)
+        metrics.finished(self.name, "retry", started)
+        ctx.log_warning("task will be retried", attempt=retries + 1,
+                        max_retries=policy.max_retries, countdown=round(countdown, 3),
+                        **describe(exc))
+        self._refresh_claim()
+        raise self.retry(exc=exc, countdown=countdown, max_retries=policy.max_retries)
+
+    def _refresh_claim(self) -> None:
+        key = self._dedup_claim()
+        if key is None:
+            return
+        store = claim_store_for(self.app, self.offload_settings)
+        refresh = getattr(store, "refresh", None)
+        if refresh is not None:
+            try:
+                refresh(key, self.request.id, self.offload_settings.dedup_ttl)
+            except Exception as exc:  # noqa: BLE001
+                _log.warning("dedup claim not refreshed", key=key, error=repr(exc))
+
+
+# --- log context around every offload task (Celery's own lines included) ---------------------
+@signals.task_prerun.connect(weak=False)
+def _bind_log_context(sender: Any = None, task_id: str | None = None, kwargs: Any = None,
+                      **_: Any) -> None:
+    if isinstance(sender, OffloadTask):
+        logcontext.start_task(task_id, sender.name, kwargs)
+
+
+@signals.task_postrun.connect(weak=False)
+def _unbind_log_context(sender: Any = None, **_: Any) -> None:
+    if isinstance(sender, OffloadTask):
+        logcontext.unbind_all()
+
+
+@signals.worker_process_shutdown.connect(weak=False)
+def _close_loops_of_process(**_: Any) -> None:
+    shutdown()
+
+
+@signals.worker_shutdown.connect(weak=False)
+def _close_loops_of_worker(**_: Any) -> None:
+    shutdown()
