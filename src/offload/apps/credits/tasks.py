@@ -1,0 +1,132 @@
+"""The credit ledger's periodic tasks. The factory puts each declared ``schedule`` into the
+beat schedule (``settings.beat_overrides`` replaces one by an interval in tests and demos).
+
+| task                            | schedule                | queue        | retries        |
+|---------------------------------|-------------------------|--------------|----------------|
+| ``credits.cleanup_expired_holds``  | every 3 h, on the hour  | low_priority | 3 x 60 s ->    |
+| ``credits.allocate_monthly``       | 1st of month, 00:00 UTC | default      | 8 x 60 s ->    |
+| ``credits.process_pending``        | every 15 min            | low_priority | 3 x 60 s ->    |
+| ``credits.sync_usage``             | every 10 min            | low_priority | 3 x 30 s ->    |
+
+All four are ``dedup=True``: a beat that fires while the previous run is still queued or
+running publishes nothing. Correctness never depends on that: every sweep is safe to run twice
+at once (row locks, ``SKIP LOCKED``, idempotency keys; see :mod:`.sweeps`). Each works in
+batches of ``settings.credits_batch_size`` committed one by one (``ctx.commit_batch``), so a
+retry resumes where the failed run stopped. Domain errors are non-retriable; database and
+sink trouble is retried with exponential backoff.
+
+The credits schema must exist (``offload.apps.credits.schema.upgrade``, run by the server and
+the CLI at start-up).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.schedules import crontab
+
+from offload import RetryPolicy, TaskContext, db_task
+from offload.apps.credits import sweeps
+from offload.apps.credits.service import CreditsConfig
+from offload.apps.credits.sinks import sink_from_settings
+
+SWEEP_RETRIES = RetryPolicy(max_retries=3, base_delay=60, max_delay=600)
+# A missed allocation is a month without credits: keep trying for well over an hour.
+ALLOCATION_RETRIES = RetryPolicy(max_retries=8, base_delay=60, max_delay=900)
+# The next run comes in 10 minutes anyway; retry quickly a few times, then leave it to it.
+SYNC_RETRIES = RetryPolicy(max_retries=3, base_delay=30, max_delay=240)
+
+SWEEP_LIMITS: dict[str, Any] = {"time_limit": 1800, "soft_time_limit": 1680}
+
+
+@db_task(
+    name="credits.cleanup_expired_holds",
+    queue="low_priority",
+    retry_policy=SWEEP_RETRIES,
+    schedule=crontab(minute=0, hour="*/3"),
+    dedup=True,
+    **SWEEP_LIMITS,
+)
+async def cleanup_expired_holds(ctx: TaskContext) -> dict[str, Any]:
+    """Release every active hold past its expiry, returning its credits exactly once."""
+    config = CreditsConfig.from_settings(ctx.settings)
+    stats = ctx.create_stats_counter()
+    summary = await sweeps.cleanup_expired_holds(
+        ctx.session, batch_size=config.batch_size, batches=ctx, stats=stats
+    )
+    ctx.log_success("expired holds released", **summary)
+    return ctx.success_result(**summary)
+
+
+@db_task(
+    name="credits.allocate_monthly",
+    queue="default",
+    retry_policy=ALLOCATION_RETRIES,
+    schedule=crontab(minute=0, hour=0, day_of_month=1),
+    dedup=True,
+    **SWEEP_LIMITS,
+)
+async def allocate_monthly(ctx: TaskContext, period: str | None = None) -> dict[str, Any]:
+    """Grant every subscriber its tier's allowance for ``period`` ('YYYY-MM', default: the
+    current UTC month), once per user and period however often this runs."""
+    config = CreditsConfig.from_settings(ctx.settings)
+    stats = ctx.create_stats_counter()
+    summary = await sweeps.allocate_monthly(
+        ctx.session, config=config, period=period, batches=ctx, stats=stats
+    )
+    ctx.log_success("monthly credits allocated", **summary)
+    return ctx.success_result(**summary)
+
+
+@db_task(
+    name="credits.process_pending",
+    queue="low_priority",
+    retry_policy=SWEEP_RETRIES,
+    schedule=crontab(minute="*/15"),
+    dedup=True,
+    **SWEEP_LIMITS,
+)
+async def process_pending(ctx: TaskContext) -> dict[str, Any]:
+    """Settle transactions pending longer than ``settings.credits_pending_max_age``."""
+    config = CreditsConfig.from_settings(ctx.settings)
+    stats = ctx.create_stats_counter()
+    summary = await sweeps.process_pending(
+        ctx.session, max_age=config.pending_max_age, batch_size=config.batch_size,
+        batches=ctx, stats=stats,
+    )
+    ctx.log_success("stale pending transactions settled", **summary)
+    return ctx.success_result(**summary)
+
+
+@db_task(
+    name="credits.sync_usage",
+    queue="low_priority",
+    retry_policy=SYNC_RETRIES,
+    schedule=crontab(minute="*/10"),
+    dedup=True,
+    **SWEEP_LIMITS,
+)
+async def sync_usage(ctx: TaskContext) -> dict[str, Any]:
+    """Mirror completed transactions to the analytics sink (``settings.analytics_sink``);
+    rows are marked synced only after the sink acknowledged them."""
+    sink = sink_from_settings(ctx.settings)
+    if sink is None:
+        ctx.log_info("no analytics sink configured (OFFLOAD_ANALYTICS_SINK=none); nothing sent")
+        return ctx.success_result(synced=0, skipped=0, sink="none")
+    stats = ctx.create_stats_counter()
+    try:
+        summary = await sweeps.sync_usage(
+            ctx.session, sink, batch_size=ctx.settings.credits_batch_size, batches=ctx,
+            stats=stats,
+        )
+    except Exception:
+        ctx.log_warning("analytics sync stopped; unsent rows stay unsynced",
+                        **stats.to_dict())
+        raise
+    finally:
+        await sink.aclose()
+    ctx.log_success("usage synced", **summary)
+    return ctx.success_result(**summary, sink=ctx.settings.analytics_sink)
+
+
+__all__ = ["allocate_monthly", "cleanup_expired_holds", "process_pending", "sync_usage"]
