@@ -181,3 +181,32 @@ async def sleepy_db(ctx: TaskContext, tag: str) -> str:
     await ctx.session.flush()
     await asyncio.sleep(10)
     return "woke up"
+
+
+# --- dedup ----------------------------------------------------------------------------------------
+def wait_gate(ctx: TaskContext, tag: str, timeout: float = 20) -> None:
+    client = store(ctx)
+    deadline = time.monotonic() + timeout
+    while not client.get(f"fw:{tag}:gate") and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+@simple_task(name="fw.dedup_slow", retry_policy="no_retry")
+def dedup_slow(ctx: TaskContext, tag: str) -> int:
+    count = note(ctx, tag)
+    wait_gate(ctx, tag)
+    return count
+
+
+@simple_task(name="fw.dedup_fail", retry_policy=RetryPolicy(max_retries=1, base_delay=1.0,
+                                                            max_delay=1.0, jitter=0))
+def dedup_fail(ctx: TaskContext, tag: str) -> None:
+    note(ctx, tag)
+    raise ConnectionError("still down")
+
+
+@simple_task(name="fw.dedup_declared", retry_policy="no_retry", dedup=True)
+def dedup_declared(ctx: TaskContext, tag: str) -> int:
+    count = note(ctx, tag)
+    wait_gate(ctx, tag)
+    return count
