@@ -1,0 +1,106 @@
+"""Celery's result meta <-> SurrealDB records, with native values.
+
+A task record keeps Celery's meta as real fields: ``status``, ``result``, ``traceback``,
+``children``, ``date_done`` (a datetime), and with ``result_extended`` also ``name``, ``args``,
+``kwargs``, ``worker``, ``retries``, ``queue``. Keys Celery adds that we do not know (stamps,
+``stamped_headers``) live under ``extra``. ``updated_at`` (UTC datetime, indexed) drives
+``cleanup()``; ``v`` marks the format.
+
+Values are what Celery's JSON serializer makes of them (so ``result_serializer='json'``
+semantics hold exactly: tuples become lists, kombu's ``__type__`` markers carry datetimes,
+UUIDs, decimals, bytes). With another serializer or with compression the encoded payload is
+stored as is, in ``payload``.
+
+Rows written by ``surrealdb-celery-backend`` (the whole meta as a JSON string in ``result``,
+or that string already parsed into an object) have no ``v`` and are read back as they were.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from kombu.utils.json import object_hook
+
+__all__ = ["FORMAT", "Payload", "from_document", "is_legacy", "parse_date", "revive"]
+
+FORMAT = 2
+_TOP_LEVEL = frozenset({
+    "status", "result", "traceback", "children", "date_done", "task_id", "group_id",
+    "parent_id", "name", "args", "kwargs", "worker", "retries", "queue",
+})
+_INTERNAL = frozenset({"id", "v", "updated_at", "typed", "extra", "payload",
+                       "content_type", "content_encoding"})
+
+
+class Payload:
+    """A record body ready to store, built from Celery's encoded meta."""
+
+    __slots__ = ("document",)
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.document = document
+
+    @classmethod
+    def from_json(cls, text: str) -> Payload:
+        """Celery's JSON-encoded meta as native fields."""
+        meta = json.loads(text)
+        document: dict[str, Any] = {"v": FORMAT}
+        extra = {}
+        for key, value in meta.items():
+            if key in _TOP_LEVEL:
+                document[key] = value
+            else:
+                extra[key] = value
+        if extra:
+            document["extra"] = extra
+        if "__type__" in text:  # kombu type markers inside: revive them when reading
+            document["typed"] = True
+        if isinstance(document.get("date_done"), str):
+            document["date_done"] = parse_date(document["date_done"])
+        return cls(document)
+
+    @classmethod
+    def from_blob(cls, blob: bytes | str, content_type: str, status: str | None) -> Payload:
+        """A payload of another serializer (or compressed): stored as it is."""
+        return cls({"v": FORMAT, "status": status, "payload": blob, "content_type": content_type})
+
+    def stamped(self, now: datetime) -> dict[str, Any]:
+        return {**self.document, "updated_at": now}
+
+
+def from_document(row: dict[str, Any]) -> dict[str, Any]:
+    """A record written by this backend, as the dict Celery's JSON decoder would give."""
+    meta = {key: value for key, value in row.items() if key not in _INTERNAL}
+    extra = row.get("extra")
+    if extra:
+        meta.update(extra)
+    date_done = meta.get("date_done")
+    if isinstance(date_done, datetime):
+        meta["date_done"] = date_done.isoformat()
+    return revive(meta) if row.get("typed") else meta
+
+
+def is_legacy(row: dict[str, Any]) -> bool:
+    return row.get("v") is None
+
+
+def revive(value: Any) -> Any:
+    """Apply kombu's JSON object hook throughout (``{"__type__": ...}`` -> Python values)."""
+    if isinstance(value, dict):
+        return object_hook({key: revive(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return [revive(item) for item in value]
+    return value
+
+
+def parse_date(text: str) -> datetime | None:
+    """An ISO date as an aware UTC datetime (naive ones are taken as UTC)."""
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)

@@ -1,0 +1,383 @@
+"""Celery result backend on SurrealDB: ``result_backend = "surrealdb+ws://host:8000/rpc"``.
+
+Built on Celery's :class:`~celery.backends.base.KeyValueStoreBackend` (get / mget / set /
+delete / incr), with Celery's key prefixes mapped to the tables ``task``, ``group`` and
+``chord``. What it adds over the key-value base:
+
+* one statement per state change (the "never overwrite SUCCESS" check happens inside it);
+* chords count natively: one atomic statement per finished header task adds it to a set and
+  claims the callback for exactly one caller, so the callback fires once however many workers
+  finish together and however often a part is redelivered; no ``chord_unlock`` polling task;
+* a group's members are read in one query (``get_many`` / ``join_native``), polled with a
+  short, growing interval; after a result is ready its parents are checked first, so a
+  chord's failing header raises its own exception like with the Redis backend;
+* ``cleanup()`` on UTC datetimes and an index; claims for the framework's deduplication
+  (:meth:`claim`, :meth:`release`).
+
+Connections are per process and shared by every backend instance (see
+:mod:`offload.backends.engine`); the embedded engine refuses a second process
+(:mod:`offload.backends.guard`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+from celery import maybe_signature, states
+from celery.backends.base import KeyValueStoreBackend
+from celery.exceptions import ChordError
+from celery.exceptions import TimeoutError as CeleryTimeoutError
+from celery.result import GroupResult, allow_join_result
+from kombu.utils.encoding import bytes_to_str
+from surrealdb import RecordID
+
+from offload.backends import queries
+from offload.backends.config import SurrealConfig
+from offload.backends.engine import Store, open_store
+from offload.backends.guard import install_worker_guard
+from offload.backends.records import Payload, from_document, is_legacy, parse_date, revive
+from offload.errors import ResultStoreError
+
+__all__ = ["SurrealDBBackend"]
+
+log = logging.getLogger("offload.backends.surrealdb")
+
+_FIRST_POLL = 0.002  # seconds: polling starts here and doubles up to the caller's interval
+_schema_lock = threading.Lock()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ttl(seconds: float) -> str:
+    return f"{max(1, round(float(seconds) * 1000))}ms"
+
+
+class SurrealDBBackend(KeyValueStoreBackend):
+    """The SurrealDB result backend (entry point ``surrealdb`` in ``celery.result_backends``)."""
+
+    supports_native_join = True
+    supports_autoexpire = False
+    supports_result_compression = True
+    implements_incr = True
+    persistent = True
+
+    key_t = str
+    task_keyprefix = "task"
+    group_keyprefix = "group"
+    chord_keyprefix = "chord"
+
+    def __init__(self, app: Any = None, url: str | None = None, **kwargs: Any) -> None:
+        super().__init__(app, url=url, **kwargs)
+        self._url_arg = url
+        self.config = SurrealConfig.from_celery(url, self.app.conf)
+        self.url = self.config.redacted().split(" ", 1)[0]
+        self._store: Store | None = None
+        #: Native records need Celery's JSON; other serializers are stored as payloads.
+        self._native = self.serializer == "json" and not self.compression
+        if self.config.embedded:
+            install_worker_guard(self.app)
+
+    def __reduce__(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None) -> Any:
+        return super().__reduce__(args, {**(kwargs or {}), "url": self._url_arg})
+
+    def as_uri(self, include_password: bool = False) -> str:
+        return self.url
+
+    # --- the store --------------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        """The process-wide store (re-resolved after a fork)."""
+        store = self._store
+        if store is None or store.pid != os.getpid():
+            store = open_store(self.config)
+            if not getattr(store, "schema_ready", False):
+                self._prepare(store)
+            self._store = store
+        return store
+
+    @staticmethod
+    def _prepare(store: Store) -> None:
+        with _schema_lock:
+            if getattr(store, "schema_ready", False):
+                return
+            try:
+                store.query(queries.SCHEMA)
+            except ResultStoreError as exc:
+                # a restricted user may not DEFINE; the tables may exist already
+                log.warning("could not define the result tables (continuing): %s", exc)
+            store.schema_ready = True  # type: ignore[attr-defined]
+
+    def _one(self, sql: str, *, idempotent: bool = True, **params: Any) -> Any:
+        return self.store.query(sql, params, idempotent=idempotent)[-1]
+
+    # --- keys: Celery's prefixes are our tables ---------------------------------------------
+    def _add_global_keyprefix(self) -> None:
+        options = self.app.conf.get("result_backend_transport_options") or {}
+        if options.get("global_keyprefix"):
+            log.warning("global_keyprefix is ignored by the SurrealDB backend: give each "
+                        "application its own namespace or database instead")
+
+    def _get_key_for(self, prefix: str, id: Any, key: str = "") -> RecordID:
+        return RecordID(prefix, f"{bytes_to_str(id) if isinstance(id, bytes) else id}{key}")
+
+    # --- the key-value primitives -----------------------------------------------------------
+    def get(self, key: RecordID) -> dict[str, Any] | None:
+        rows = self._one(queries.GET, rid=key)
+        return rows[0] if rows else None
+
+    def mget(self, keys: list[RecordID]) -> list[dict[str, Any] | None]:
+        if not keys:
+            return []
+        rows = self._one(queries.GET_MANY, rids=list(keys))
+        by_id = {row["id"].id: row for row in rows or ()}
+        return [by_id.get(key.id) for key in keys]
+
+    def set(self, key: RecordID, value: Payload) -> None:
+        self._one(queries.PUT, rid=key, doc=value.stamped(_utcnow()))
+
+    def delete(self, key: RecordID) -> None:
+        self._one(queries.DELETE, rid=key)
+
+    def incr(self, key: RecordID) -> int:
+        return int(self._one(queries.INCR, idempotent=False, rid=key, now=_utcnow())[0])
+
+    def expire(self, key: RecordID, value: Any) -> None:
+        """Lifetimes are enforced by :meth:`cleanup` (``result_expires``), not per key."""
+
+    # --- encoding: native records -----------------------------------------------------------
+    def encode(self, data: Any) -> Any:
+        if not isinstance(data, dict):  # Celery probing serializability (exception args)
+            return super().encode(data)
+        if self._native:
+            _, _, text = self._encode(data)
+            return Payload.from_json(text)
+        return Payload.from_blob(super().encode(data), self.content_type, data.get("status"))
+
+    def decode(self, payload: Any) -> Any:
+        if payload is None or isinstance(payload, (str, bytes)):
+            return super().decode(payload)
+        if is_legacy(payload):
+            return self._decode_legacy(payload)
+        if "payload" in payload:
+            return super().decode(payload["payload"])
+        return from_document(payload)
+
+    def _decode_legacy(self, row: dict[str, Any]) -> Any:
+        """A row of surrealdb-celery-backend: the whole meta as JSON text in ``result``."""
+        value = row.get("result")
+        if isinstance(value, (str, bytes)):
+            return super().decode(value)
+        if isinstance(value, dict):  # the JSON text, already parsed by SurrealDB
+            return revive(value)
+        return {"status": row.get("status"), "result": value}
+
+    # --- results ----------------------------------------------------------------------------
+    def _store_result(self, task_id: Any, result: Any, state: str, traceback: Any = None,
+                      request: Any = None, **kwargs: Any) -> Any:
+        meta = self._get_result_meta(result=result, state=state, traceback=traceback,
+                                     request=request, format_date=False)
+        meta["task_id"] = bytes_to_str(task_id)
+        done = meta.pop("date_done")  # app.now() for ready states, else None
+        if self._native:
+            document = self.encode(meta).stamped(_utcnow())
+            document["date_done"] = done  # a real datetime, not Celery's string
+        else:
+            meta["date_done"] = done.isoformat() if done is not None else None
+            document = self.encode(meta).stamped(_utcnow())
+        self._one(queries.STORE_TASK, rid=self.get_key_for_task(task_id), doc=document)
+        return result
+
+    def wait_for(self, task_id: str, timeout: float | None = None, interval: float = 0.5,
+                 no_ack: bool = True, on_interval: Any = None) -> dict[str, Any]:
+        """Poll until ready: fast at first, then every ``interval``. Parents are checked once
+        more when the result is ready, so an upstream failure wins (as with Redis)."""
+        self._ensure_not_eager()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        nap = min(interval, _FIRST_POLL)
+        while True:
+            meta = self.get_task_meta(task_id)
+            if on_interval:
+                on_interval()
+            if meta["status"] in states.READY_STATES:
+                return meta
+            nap = self._nap(deadline, nap, interval)
+
+    def get_many(self, task_ids: Any, timeout: float | None = None, interval: float = 0.5,
+                 no_ack: bool = True, on_message: Any = None, on_interval: Any = None,
+                 max_iterations: int | None = None,
+                 READY_STATES: frozenset[str] = states.READY_STATES) -> Iterator[tuple[str, Any]]:
+        """Results of many tasks as they become ready, all members read in one query."""
+        interval = 0.5 if interval is None else interval
+        pending = set(task_ids)
+        for task_id in list(pending):
+            cached = self._cache.get(task_id)
+            if cached is not None and cached["status"] in READY_STATES:
+                pending.discard(task_id)
+                yield bytes_to_str(task_id), cached
+        deadline = None if timeout is None else time.monotonic() + timeout
+        nap = min(interval, _FIRST_POLL)
+        iterations = 0
+        while pending:
+            ids = list(pending)
+            rows = self.mget([self.get_key_for_task(task_id) for task_id in ids])
+            for task_id, row in zip(ids, rows):
+                if row is None:
+                    continue
+                meta = self.decode_result(row)
+                if meta["status"] not in READY_STATES:
+                    continue
+                self._cache[task_id] = meta
+                pending.discard(task_id)
+                if on_message is not None:
+                    on_message(meta)
+                yield bytes_to_str(task_id), meta
+            if on_interval:
+                on_interval()
+            if not pending:
+                break
+            iterations += 1
+            if max_iterations and iterations >= max_iterations:
+                break
+            nap = self._nap(deadline, nap, interval)
+
+    @staticmethod
+    def _nap(deadline: float | None, nap: float, interval: float) -> float:
+        if deadline is not None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CeleryTimeoutError("The operation timed out.")
+            nap = min(nap, remaining)
+        time.sleep(nap)
+        return min(interval, nap * 2)
+
+    def _forget(self, task_id: Any) -> None:
+        self.delete(self.get_key_for_task(task_id))
+
+    # --- chords -----------------------------------------------------------------------------
+    def add_to_chord(self, group_id: str, result: Any) -> None:
+        """``Task.add_to_chord``: the chord waits for one more header task."""
+        self._one(queries.CHORD_ADD, rid=self.get_key_for_chord(group_id), now=_utcnow())
+
+    def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
+        """A header task finished: count it, and if it completed the chord, fire the callback.
+
+        Exactly one caller gets the callback (see ``queries.CHORD_PART``); a failed header
+        task or a callback that cannot be sent becomes a ChordError on the callback's result.
+        """
+        group_id, task_id = request.group, request.id
+        if not group_id or not task_id or not request.chord:
+            return
+        app = self.app
+        callback = maybe_signature(request.chord, app=app)
+        deps = None
+        size = request.chord.get("chord_size")
+        if size is None:
+            deps = self._restore_chord_group(group_id, callback)
+            if deps is None:
+                return
+            size = len(deps)
+        claim = uuid4().hex
+        reply = self._one(
+            queries.CHORD_PART, rid=self.get_key_for_chord(group_id), part=task_id,
+            size=int(size), claim=claim, now=_utcnow(),
+        )[0]
+        if reply["fired_by"] != claim:
+            return
+        if deps is None:
+            deps = self._restore_chord_group(group_id, callback)
+            if deps is None:
+                return
+        try:
+            with allow_join_result():
+                values = deps.join_native(timeout=app.conf.result_chord_join_timeout,
+                                          propagate=True)
+        except Exception as exc:
+            culprit = next(deps._failed_join_report(), None)
+            reason = f"Dependency {culprit.id} raised {exc!r}" if culprit else repr(exc)
+            log.exception("Chord %r raised: %r", group_id, reason)
+            self.chord_error_from_stack(callback, _chord_error(reason, exc))
+        else:
+            publish = getattr(app.amqp, "_retry_publish", None)
+            try:
+                if publish is not None:
+                    publish(callback.delay, values)
+                else:  # pragma: no cover - older Celery
+                    callback.delay(values)
+            except Exception as exc:
+                log.exception("Chord %r: sending the callback failed", group_id)
+                self.chord_error_from_stack(callback, _chord_error(f"Callback error: {exc!r}", exc))
+        finally:
+            deps.delete()
+
+    def _restore_chord_group(self, group_id: str, callback: Any) -> GroupResult | None:
+        try:
+            deps = GroupResult.restore(group_id, backend=self)
+        except Exception as exc:
+            log.exception("Chord %r: cannot restore its group", group_id)
+            self.chord_error_from_stack(callback, ChordError(f"Cannot restore group: {exc!r}"))
+            return None
+        if deps is None:
+            self.chord_error_from_stack(callback, ChordError(f"GroupResult {group_id} no longer exists"))
+        return deps
+
+    # --- maintenance ------------------------------------------------------------------------
+    def cleanup(self) -> None:
+        """Delete results, groups and chords not updated for ``result_expires`` (UTC, on an
+        index), and expired dedup claims."""
+        if not self.expires:
+            self._one("DELETE dedup WHERE expires_at < time::now()")
+            return
+        cutoff = _utcnow() - timedelta(seconds=float(self.expires))
+        self.store.query(queries.CLEANUP, {"cutoff": cutoff})
+        self._cleanup_legacy(cutoff)
+
+    def _cleanup_legacy(self, cutoff: datetime) -> None:
+        old = []
+        for rows in self.store.query(queries.LEGACY_ROWS):
+            for row in rows or ():
+                done = row.get("date_done")
+                when = parse_date(done) if isinstance(done, str) else None
+                if when is not None and when < cutoff:
+                    old.append(row["id"])
+        if old:
+            self._one(queries.DELETE_MANY, rids=old)
+
+    # --- deduplication claims (used by offload.tasks.dedup) ---------------------------------
+    def claim(self, key: str, owner: str, ttl_seconds: float) -> str | None:
+        """Atomically claim ``key`` for ``owner`` for ``ttl_seconds``.
+
+        Returns ``None`` when the caller holds the claim afterwards (it was free, expired, or
+        already ``owner``'s: then its TTL is renewed), else the current owner.
+        """
+        rows = self._one(queries.CLAIM, rid=RecordID("dedup", key), owner=owner, ttl=_ttl(ttl_seconds))
+        holder = rows[0] if rows else None
+        return None if holder == owner else holder
+
+    def release(self, key: str, owner: str) -> bool:
+        """Release ``key`` if ``owner`` holds it; True if something was released."""
+        return bool(self._one(queries.RELEASE, rid=RecordID("dedup", key), owner=owner))
+
+    def refresh(self, key: str, owner: str, ttl_seconds: float) -> bool:
+        """Extend ``owner``'s unexpired claim on ``key`` by ``ttl_seconds`` from now."""
+        rows = self._one(queries.REFRESH, rid=RecordID("dedup", key), owner=owner, ttl=_ttl(ttl_seconds))
+        return bool(rows)
+
+    def owner(self, key: str) -> str | None:
+        """Who holds an unexpired claim on ``key`` (``None``: nobody)."""
+        rows = self._one(queries.OWNER, rid=RecordID("dedup", key))
+        return rows[0] if rows else None
+
+
+def _chord_error(message: str, cause: BaseException) -> ChordError:
+    error = ChordError(message)
+    error.__cause__ = cause
+    return error
