@@ -134,3 +134,26 @@ def test_tenants_never_see_each_others_accounts(client):
     history = client.get("/credits/42/transactions", headers=GLOBEX).json()["items"]
     assert [t["amount"] for t in history] == [5]
     assert client.get("/credits/42", headers=ACME).json()["balance"] == 16
+
+
+def test_the_offload_service_mounts_the_router_and_migrates(make_settings, data_dir):
+    # The real service: plug-in loader mounts offload.apps.credits.api.router and runs
+    # offload.apps.credits.schema.upgrade at start-up on a fresh database
+    from offload import create_worker_app
+    from offload.server.app import create_api
+
+    settings = make_settings(
+        database_url=f"sqlite+aiosqlite:///{data_dir}/service.db",
+        task_packages=["offload.apps.credits"], api_keys={"acme-key": "acme"},
+        broker_url="memory://", result_backend="cache+memory://",
+    )
+    api = create_api(settings, create_worker_app(settings=settings))
+    with TestClient(api) as client:
+        assert client.get("/credits/7", headers=ACME).status_code == 404
+        assert client.put("/credits/7", json={"tier": "premium"}, headers=ACME).json()[
+            "tier"] == "premium"
+        assert client.get("/credits/7", headers=ACME).json()["balance"] == 0
+        assert client.get("/credits/7").status_code == 401
+        paths = set(client.get("/openapi.json").json()["paths"])
+    assert {"/credits/{user_id}", "/credits/{user_id}/holds", "/credits/holds/{hold_id}/consume",
+            "/credits/holds/{hold_id}/release", "/credits/{user_id}/transactions"} <= paths
