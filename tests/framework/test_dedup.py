@@ -20,11 +20,23 @@ from .conftest import in_process_worker, runs, tag, wait_for
 from .tasks_app import dedup_declared, dedup_fail, dedup_slow
 
 
-@pytest.fixture(scope="module")
-def app(fw_settings, sqlite_url):
-    app = create_worker_app(settings=fw_settings(database_url=sqlite_url))
+@pytest.fixture(scope="module", params=["redis", "surrealdb"])
+def app(request, fw_settings, sqlite_url, tmp_path_factory):
+    """Claims in Redis (Redis results) or in SurrealDB (embedded SurrealDB results)."""
+    overrides = {"database_url": sqlite_url}
+    if request.param == "surrealdb":
+        overrides["result_backend"] = (
+            f"surrealdb+surrealkv://{tmp_path_factory.mktemp('fw-surreal')}/results")
+    app = create_worker_app(settings=fw_settings(**overrides))
+    store = claim_store_for(app, app.offload_settings)
+    assert type(store).__name__ == ("RedisClaimStore" if request.param == "redis"
+                                    else "BackendClaimStore")
     with in_process_worker(app, pool="threads", concurrency=4):
         yield app
+
+
+def held(app, task: str, key: str) -> str | None:
+    return claim_store_for(app, app.offload_settings).owner(dedup_key_of(task, key))
 
 
 def queued(app) -> int:
@@ -71,7 +83,7 @@ def test_claim_survives_retries_and_is_released_after_the_final_failure(app, rds
     with pytest.raises(ConnectionError):
         first.get(timeout=15)
     assert len(runs(rds, name)) == 2
-    wait_for(lambda: rds.get(dedup_key_of("fw.dedup_fail", key)) is None, timeout=5)
+    wait_for(lambda: held(app, "fw.dedup_fail", key) is None, timeout=5)
     second = dedup_fail.apply_async((name,), dedup_key=key)
     assert second.id != first.id
     with pytest.raises(ConnectionError):
@@ -91,9 +103,9 @@ def test_declared_dedup_uses_task_id_or_arguments(app, rds):
     assert sorted([first.get(timeout=10), by_args.get(timeout=10)]) == [1, 2]
 
 
-def test_claim_expires_when_its_task_vanishes(app, fw_settings, sqlite_url, rds):
+def test_claim_expires_when_its_task_vanishes(app, rds):
     # Given claims that live 0.5 s and a first task that never finishes in that time
-    short = create_worker_app(settings=fw_settings(database_url=sqlite_url, dedup_ttl=0.5))
+    short = create_worker_app(settings=app.offload_settings.model_copy(update={"dedup_ttl": 0.5}))
     name = tag()
     first = dedup_slow.on_app(short).apply_async((name,), dedup_key=name)
     assert dedup_slow.on_app(short).apply_async((name,), dedup_key=name).id == first.id

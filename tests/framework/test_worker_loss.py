@@ -22,18 +22,24 @@ LIMITS = {"task_time_limit": 4, "task_soft_time_limit": 3, "visibility_timeout_m
 
 @pytest.fixture
 def env(fw_settings, redis_url, sqlite_url):
-    app = create_worker_app(settings=fw_settings(database_url=sqlite_url, **LIMITS))
-    assert app.conf.broker_transport_options["visibility_timeout"] == 4
-    purge(app)
-    environment = subprocess_env(broker_url=redis_url, result_backend=redis_url,
-                                 database_url=sqlite_url, worker_pool="prefork",
-                                 **{k: str(v) for k, v in LIMITS.items()})
-    environment["FW_UNACKED_RESTORE_INTERVAL"] = "0.5"
-    return app, environment
+    """(app, worker environment) for given time limits; the sending app's limits travel in
+    the message, so both sides get the same."""
+
+    def build(**limits):
+        app = create_worker_app(settings=fw_settings(database_url=sqlite_url, **limits))
+        purge(app)
+        environment = subprocess_env(broker_url=redis_url, result_backend=redis_url,
+                                     database_url=sqlite_url, worker_pool="prefork",
+                                     **{k: str(v) for k, v in limits.items()})
+        environment["FW_UNACKED_RESTORE_INTERVAL"] = "0.5"
+        return app, environment
+
+    return build
 
 
 def test_sigkilled_worker_task_is_rerun_by_a_new_worker(env, worker_process, rds):
-    app, environment = env
+    app, environment = env(**LIMITS)
+    assert app.conf.broker_transport_options["visibility_timeout"] == 4
     name = tag()
     # Given a worker running a task that was sent with a dedup key
     first = worker_process(environment, pool="prefork", concurrency=1)
@@ -52,10 +58,8 @@ def test_sigkilled_worker_task_is_rerun_by_a_new_worker(env, worker_process, rds
 
 
 def test_killed_pool_child_task_is_requeued(env, worker_process, rds):
-    app, environment = env
     # the pool notices a dead child within ~5 s: keep the time limits above that
-    environment = {**environment, "OFFLOAD_TASK_TIME_LIMIT": "30",
-                   "OFFLOAD_TASK_SOFT_TIME_LIMIT": "25"}
+    app, environment = env(task_time_limit=30, task_soft_time_limit=25)
     name = tag()
     worker_process(environment, pool="prefork", concurrency=1)
     result = killable.on_app(app).delay(name)

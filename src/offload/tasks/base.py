@@ -19,7 +19,15 @@ from celery.states import FAILURE, SUCCESS
 from offload.logs import get_logger
 from offload.tasks import logcontext
 from offload.tasks.context import TaskContext
-from offload.tasks.dedup import DEDUP_HEADER, claim_store_for, dedup_key_of, derived_key
+from offload.tasks.dedup import (
+    DEDUP_HEADER,
+    OWNER_HEADER,
+    claim_store_for,
+    dedup_key_of,
+    derived_key,
+    owner_token,
+    task_id_of,
+)
 from offload.tasks.errors import Outcome, classify, describe, for_result, render_message
 from offload.tasks.loop import run_async, shutdown
 from offload.tasks.metrics import default_metrics
@@ -97,24 +105,30 @@ class OffloadTask(Task):
         store = claim_store_for(self.app, settings)
         key = dedup_key_of(self.name, dedup_key)
         task_id = task_id or str(uuid.uuid4())
-        owner = store.claim(key, task_id, settings.dedup_ttl)
-        if owner is not None:
+        owner = owner_token(task_id)
+        holder = store.claim(key, owner, settings.dedup_ttl)
+        if holder is not None:
+            existing = task_id_of(holder)
             _log.debug("deduplicated send", task_name=self.name, dedup_key=dedup_key,
-                       existing_task_id=owner)
-            return self.AsyncResult(owner)
-        options["headers"] = {**headers, DEDUP_HEADER: key}
+                       existing_task_id=existing)
+            return self.AsyncResult(existing)
+        options["headers"] = {**headers, DEDUP_HEADER: key, OWNER_HEADER: owner}
         try:
             return super().apply_async(args, kwargs, task_id, producer, link, link_error,
                                        shadow, **options)
         except BaseException:
-            store.release(key, task_id)
+            store.release(key, owner)
             raise
 
-    def _dedup_claim(self) -> str | None:
-        headers = self.request.headers
-        if headers:
-            return headers.get(DEDUP_HEADER)
-        return getattr(self.request, DEDUP_HEADER, None)
+    def _dedup_claim(self) -> tuple[str, str] | None:
+        """(key, owner token) of the claim this run holds, if it was sent with one."""
+        request = self.request
+        headers = request.headers or {}
+        key = headers.get(DEDUP_HEADER) or getattr(request, DEDUP_HEADER, None)
+        if not key:
+            return None
+        owner = headers.get(OWNER_HEADER) or getattr(request, OWNER_HEADER, None) or request.id
+        return key, owner
 
     def after_return(
         self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any
@@ -122,13 +136,13 @@ class OffloadTask(Task):
         """Release the dedup claim once the task is over (success or final failure)."""
         if status not in (SUCCESS, FAILURE):
             return
-        key = self._dedup_claim()
-        if key is None:
+        claim = self._dedup_claim()
+        if claim is None:
             return
         try:
-            claim_store_for(self.app, self.offload_settings).release(key, task_id)
+            claim_store_for(self.app, self.offload_settings).release(*claim)
         except Exception as exc:  # noqa: BLE001 - the claim then expires by its TTL
-            _log.warning("dedup claim not released", key=key, error=repr(exc))
+            _log.warning("dedup claim not released", key=claim[0], error=repr(exc))
 
     # --- running ---------------------------------------------------------------------------------
     def _make_context(self) -> TaskContext:
@@ -225,16 +239,16 @@ class OffloadTask(Task):
         raise self.retry(exc=exc, countdown=countdown, max_retries=policy.max_retries)
 
     def _refresh_claim(self) -> None:
-        key = self._dedup_claim()
-        if key is None:
+        claim = self._dedup_claim()
+        if claim is None:
             return
         store = claim_store_for(self.app, self.offload_settings)
         refresh = getattr(store, "refresh", None)
         if refresh is not None:
             try:
-                refresh(key, self.request.id, self.offload_settings.dedup_ttl)
+                refresh(*claim, self.offload_settings.dedup_ttl)
             except Exception as exc:  # noqa: BLE001
-                _log.warning("dedup claim not refreshed", key=key, error=repr(exc))
+                _log.warning("dedup claim not refreshed", key=claim[0], error=repr(exc))
 
 
 # --- log context around every offload task (Celery's own lines included) ---------------------

@@ -25,6 +25,7 @@ import hashlib
 import json
 import threading
 import time
+import uuid
 from typing import Any, Protocol
 
 from offload.errors import TaskConfigurationError
@@ -39,11 +40,28 @@ __all__ = [
     "claim_store_for",
     "dedup_key_of",
     "derived_key",
+    "owner_token",
+    "task_id_of",
 ]
 
-#: Message header carrying the claimed key, so the worker knows what to release.
+#: Message headers carrying the claimed key and the claim's owner token, so the worker knows
+#: what to release (and a retry knows it already holds the claim).
 DEDUP_HEADER = "offload_dedup"
+OWNER_HEADER = "offload_dedup_owner"
 KEY_PREFIX = "offload:dedup:"
+
+
+def owner_token(task_id: str) -> str:
+    """A claim owner unique to one send: ``<task id>#<nonce>``. Two sends with the same
+    ``task_id`` thus never both hold the claim (stores may treat a claim by its current owner
+    as a renewal)."""
+    return f"{task_id}#{uuid.uuid4().hex[:12]}"
+
+
+def task_id_of(owner: str) -> str:
+    """The task id inside an owner token (a bare task id stays as it is)."""
+    task_id, sep, _nonce = owner.rpartition("#")
+    return task_id if sep else owner
 
 
 class ClaimStore(Protocol):
@@ -52,6 +70,9 @@ class ClaimStore(Protocol):
 
     def release(self, key: str, owner: str) -> bool:
         """Free ``key`` if ``owner`` still holds it."""
+
+    def owner(self, key: str) -> str | None:
+        """The owner token holding ``key`` now (None: free)."""
 
 
 def dedup_key_of(task_name: str, key: str) -> str:
@@ -121,6 +142,13 @@ class BackendClaimStore:
     def release(self, key: str, owner: str) -> bool:
         return bool(self.app.backend.release(key, owner))
 
+    def refresh(self, key: str, owner: str, ttl_seconds: float) -> bool:
+        refresh = getattr(self.app.backend, "refresh", None)
+        return bool(refresh(key, owner, ttl_seconds)) if refresh is not None else False
+
+    def owner(self, key: str) -> str | None:
+        return self.app.backend.owner(key)
+
 
 class MemoryClaimStore:
     """Claims in this process only: right for the in-process broker, nothing else."""
@@ -153,6 +181,11 @@ class MemoryClaimStore:
                 self._claims[key] = (owner, time.monotonic() + ttl_seconds)
                 return True
             return False
+
+    def owner(self, key: str) -> str | None:
+        with self._lock:
+            held = self._claims.get(key)
+            return held[0] if held is not None and held[1] > time.monotonic() else None
 
 
 def _is_redis(url: str) -> bool:
