@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     progress_min_interval: float = Field(
         0.25, ge=0, description="Least seconds between two stored progress updates of a task."
     )
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="A worker serves Prometheus /metrics on this port (host: api_host).",
+    )
 
     # --- timeouts --------------------------------------------------------------------------
     socket_timeout: float = Field(30.0, gt=0, description="Redis socket timeout (s).")

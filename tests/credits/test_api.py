@@ -157,3 +157,26 @@ def test_the_offload_service_mounts_the_router_and_migrates(make_settings, data_
         paths = set(client.get("/openapi.json").json()["paths"])
     assert {"/credits/{user_id}", "/credits/{user_id}/holds", "/credits/holds/{hold_id}/consume",
             "/credits/holds/{hold_id}/release", "/credits/{user_id}/transactions"} <= paths
+
+
+def test_cli_commands(data_dir, monkeypatch):
+    from typer.testing import CliRunner
+
+    from offload.cli import build_cli
+
+    monkeypatch.setenv("OFFLOAD_DATA_DIR", str(data_dir))
+    monkeypatch.setenv("OFFLOAD_TASK_PACKAGES", '["offload.apps.credits"]')
+    cli, runner = build_cli(), CliRunner()
+
+    def run(*args):
+        result = runner.invoke(cli, ["credits", *args])
+        return result.exit_code, result.output
+
+    assert run("set-rate", "/search", "4")[0] == 0
+    assert run("open-account", "acme", "42", "--tier", "premium")[0] == 0
+    assert run("add", "acme", "42", "10", "--key", "inv-1")[0] == 0
+    assert run("add", "acme", "42", "10", "--key", "inv-1")[0] == 0  # replayed
+    code, out = run("balance", "acme", "42")
+    assert code == 0 and '"balance": 10' in out
+    code, _ = run("balance", "acme", "nobody")
+    assert code == 1
