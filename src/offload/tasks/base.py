@@ -30,7 +30,7 @@ from offload.tasks.dedup import (
 )
 from offload.tasks.errors import Outcome, classify, describe, for_result, render_message
 from offload.tasks.loop import run_async, shutdown
-from offload.tasks.metrics import default_metrics
+from offload.tasks.metrics import default_metrics, serve_metrics
 from offload.tasks.progress import ProgressReporter
 from offload.tasks.session import session_scope
 
@@ -273,3 +273,24 @@ def _close_loops_of_process(**_: Any) -> None:
 @signals.worker_shutdown.connect(weak=False)
 def _close_loops_of_worker(**_: Any) -> None:
     shutdown()
+
+
+@signals.worker_ready.connect(weak=False)
+def _serve_worker_metrics(sender: Any = None, **_: Any) -> None:
+    """A worker of an offload app with ``metrics_port`` set serves ``/metrics``."""
+    app = getattr(sender, "app", None)
+    settings = getattr(app, "offload_settings", None)
+    port = getattr(settings, "metrics_port", None)
+    if not port:
+        return
+    import os
+
+    if settings.pool == "prefork" and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        _log.warning("prefork tasks run in child processes: set PROMETHEUS_MULTIPROC_DIR so "
+                     "their metrics reach /metrics")
+    try:
+        serve_metrics(port, settings.api_host)
+    except OSError as exc:
+        _log.error("cannot serve /metrics", port=port, error=repr(exc))
+    else:
+        _log.info("serving /metrics", host=settings.api_host, port=port)
