@@ -148,7 +148,7 @@ def api(
         typer.secho("warning: OFFLOAD_API_KEYS is empty: every task request gets 401",
                     fg=typer.colors.YELLOW, err=True)
     celery_app = create_worker_app(settings=settings)
-    celery_app.set_default()
+    celery_app.set_default()  # the only app of this process
     uvicorn.run(
         create_api(settings, celery_app),
         host=host or settings.api_host,

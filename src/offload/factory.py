@@ -31,6 +31,7 @@ __all__ = [
     "create_worker_app",
     "settings_of",
     "beat_schedule_of",
+    "make_default",
 ]
 
 _SETTINGS_ATTR = "offload_settings"
@@ -43,6 +44,22 @@ def settings_of(app: Celery) -> Settings:
         settings = load_settings()
         setattr(app, _SETTINGS_ATTR, settings)
     return settings
+
+
+def make_default(app: Celery, force: bool = False) -> bool:
+    """Make ``app`` Celery's default app (what ``shared_task`` proxies and the threads pool
+    resolve to), unless another app was already chosen; ``force`` replaces it anyway.
+
+    One process normally runs one offload app; when a test builds several, the first that
+    was chosen keeps running its worker's tasks instead of having them silently re-routed.
+    """
+    from celery import _state
+
+    current = _state.default_app
+    if force or current is None or current is app or current.main == "default":
+        app.set_default()
+        return True
+    return False
 
 
 def _is_redis(url: str) -> bool:

@@ -238,7 +238,7 @@ class Settings(BaseSettings):
     # --- resolved values -------------------------------------------------------------------
     @property
     def broker(self) -> str:
-        return self.broker_url or "memory://"
+        return self.broker_url or "memory://localhost/"
 
     @property
     def results(self) -> str:

@@ -119,8 +119,9 @@ app = create_monitor_app(settings=load_settings(broker_url={redis_url!r},
 app.loader.import_default_modules()
 print(json.dumps({{
     "name": app.main, "broker": app.conf.broker_url, "backend": app.conf.result_backend,
-    "modules": sorted(m for m in sys.modules if m.startswith(("fdn_demo", "offload.apps",
-        "offload.tasks", "sqlalchemy", "aiosqlite", "asyncpg", "surrealdb"))),
+    "modules": sorted(m for m in sys.modules if m.startswith(("fdn_demo", "offload.apps"))),
+    "drivers": sorted(m for m in ("aiosqlite", "asyncpg", "surrealdb_embedded")
+                      if m in sys.modules),
     "tasks": sorted(t for t in app.tasks if not t.startswith("celery.")),
     "data_dir_made": __import__("os").path.exists({str(tmp_path / 'd')!r}),
 }}))
@@ -133,6 +134,7 @@ print(json.dumps({{
     assert report["name"] == "offload_monitor"
     assert report["broker"] == redis_url and report["backend"] == redis_url
     assert report["modules"] == []
+    assert report["drivers"] == []
     assert report["tasks"] == []
     assert report["data_dir_made"] is False
 

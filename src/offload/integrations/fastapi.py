@@ -113,8 +113,10 @@ def _wrap_lifespan(inner: Callable[[Any], AbstractAsyncContextManager[Any]]) -> 
 @asynccontextmanager
 async def _resources(app: FastAPI) -> AsyncIterator[None]:
     """Make the Celery app the default one (for ``task.delay()``) and own a database engine."""
+    from offload.factory import make_default
+
     celery_app: Celery = app.state.celery_app
-    celery_app.set_default()
+    make_default(celery_app)
     engine: AsyncEngine | None = getattr(app.state, "engine", None)
     own_engine = engine is None
     if own_engine:

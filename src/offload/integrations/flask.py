@@ -92,7 +92,9 @@ def bind(celery_app: Celery, flask_app: flask.Flask) -> None:
     if not issubclass(celery_app.Task, FlaskTask):
         celery_app.Task = task_base(flask_app)  # tasks defined from now on run in the app
     flask_app.extensions["celery"] = celery_app
-    celery_app.set_default()
+    from offload.factory import make_default
+
+    make_default(celery_app)
 
 
 def init_app(flask_app: flask.Flask, settings: Settings | None = None, **overrides: Any) -> Celery:

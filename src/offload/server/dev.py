@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import ipaddress
+import signal
 import socket
 import threading
 from collections.abc import Callable, Mapping
@@ -169,7 +170,7 @@ def run_dev(
         )
     api_key = settings.dev_api_key.get_secret_value()
     celery_app = create_worker_app(settings=settings)
-    celery_app.set_default()
+    celery_app.set_default()  # the only app of this process
     worker = InProcessWorker(
         celery_app, queues=settings.worker_queues, concurrency=concurrency or
         settings.worker_concurrency or 4,
@@ -199,14 +200,15 @@ def run_dev(
                 task.cancel()
 
     exit_code = 0
+    served = threading.Event()
+    restore = _route_signals_to(server, served)
     try:
         asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass  # uvicorn re-raises the SIGINT it handled: that is our normal stop
     except SystemExit as exc:  # uvicorn exits when the port is taken
         exit_code = exc.code if isinstance(exc.code, int) else 1
     finally:
-        log.info("dev_stopping", detail="finishing running tasks")
+        served.set()
+        log.info("dev_stopping", detail="finishing running tasks (Ctrl-C again to abandon them)")
         try:
             if beat_service is not None:
                 beat_service.stop()
@@ -216,11 +218,33 @@ def run_dev(
         except KeyboardInterrupt:
             log.error("dev_aborted", detail="second interrupt: running tasks were abandoned")
             exit_code = 130
+        finally:
+            restore()
         celery_app.close()
     if server.started is False and exit_code == 0:
         exit_code = 1  # never served (port in use, start-up failure)
     log.info("dev_stopped", exit_code=exit_code)
     return exit_code
+
+
+def _route_signals_to(server: Any, served: threading.Event) -> Callable[[], None]:
+    """SIGINT/SIGTERM stop the HTTP server (then the worker drains); once the server is down,
+    a second SIGINT abandons the running tasks. Returns a function restoring the handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handle(sig: int, frame: Any) -> None:
+        if served.is_set():
+            raise KeyboardInterrupt
+        server.handle_exit(sig, frame)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 async def _announce(server: Any, api_url: str, api_key: str, banner: Callable[[str], None]) -> None:
