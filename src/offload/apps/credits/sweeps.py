@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import bindparam, insert, select, tuple_, update
+from sqlalchemy import String, and_, any_, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from offload.apps.credits.model import (
@@ -96,6 +96,42 @@ async def _ids(session: AsyncSession, query: Any) -> list[Any]:
     return ids
 
 
+def _keys_source(session: AsyncSession, keys: Sequence[AccountKey]) -> Any:
+    """The account keys as a joinable row source.
+
+    PostgreSQL gets ``unnest(:tenants, :users)`` (two array parameters: planned once, joined on
+    the primary key); a row-value ``IN`` list of hundreds of pairs costs it more to plan than
+    to run. SQLite handles the ``IN`` list well and gets ``None`` (use :func:`_keys_in`).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    tenants = bindparam("k_tenants", [k[0] for k in keys], type_=ARRAY(String))
+    users = bindparam("k_users", [k[1] for k in keys], type_=ARRAY(String))
+    return func.unnest(tenants, users).table_valued("tenant", "user_id").render_derived()
+
+
+def _id_in(session: AsyncSession, column: Any, ids: Sequence[Any]) -> Any:
+    """``column IN ids``; on PostgreSQL ``column = ANY(:array)``, one parameter however many
+    ids (a statement with hundreds of parameters costs more to plan than to run)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return column.in_(list(ids))
+    from sqlalchemy.dialects.postgresql import ARRAY
+
+    return column == any_(bindparam(None, list(ids), type_=ARRAY(column.type)))
+
+
+def _restrict(session: AsyncSession, query: Any, table: Any, keys: Sequence[AccountKey]) -> Any:
+    """``query`` limited to rows of ``table`` whose (tenant, user_id) is one of ``keys``."""
+    source = _keys_source(session, keys)
+    if source is None:
+        return query.where(tuple_(table.c.tenant, table.c.user_id).in_(list(keys)))
+    return query.join(
+        source, and_(table.c.tenant == source.c.tenant, table.c.user_id == source.c.user_id)
+    )
+
+
 async def _lock_accounts(
     session: AsyncSession, keys: Iterable[AccountKey]
 ) -> dict[AccountKey, dict[str, Any]]:
@@ -103,12 +139,12 @@ async def _lock_accounts(
     keys = sorted(set(keys))
     if not keys:
         return {}
+    query = select(ACCOUNTS.c.tenant, ACCOUNTS.c.user_id, ACCOUNTS.c.credits_balance,
+                   ACCOUNTS.c.subscription_tier).select_from(ACCOUNTS)
     rows = await session.execute(
-        select(ACCOUNTS.c.tenant, ACCOUNTS.c.user_id, ACCOUNTS.c.credits_balance,
-               ACCOUNTS.c.subscription_tier)
-        .where(tuple_(ACCOUNTS.c.tenant, ACCOUNTS.c.user_id).in_(keys))
+        _restrict(session, query, ACCOUNTS, keys)
         .order_by(ACCOUNTS.c.tenant, ACCOUNTS.c.user_id)
-        .with_for_update()
+        .with_for_update(of=ACCOUNTS)
     )
     return {(r.tenant, r.user_id): r._asdict() for r in rows}
 
@@ -164,20 +200,22 @@ async def cleanup_expired_holds(
     )
     async for chunk in _each_batch(batches, ids, batch_size):
         await begin_write(session)
-        holds = (await session.execute(
-            select(HOLDS.c.id, HOLDS.c.tenant, HOLDS.c.user_id, HOLDS.c.amount)
-            .where(HOLDS.c.id.in_(chunk), HOLDS.c.status == "active",
+        # Claim and expire in one statement: the subquery locks what no other sweep holds
+        # (SKIP LOCKED) and still is active and expired; the UPDATE changes exactly those.
+        claim = (
+            select(HOLDS.c.id)
+            .where(_id_in(session, HOLDS.c.id, chunk), HOLDS.c.status == "active",
                    HOLDS.c.expires_at <= now)
-            .order_by(HOLDS.c.tenant, HOLDS.c.user_id, HOLDS.c.id)
             .with_for_update(skip_locked=True)
-        )).all()
+        )
+        holds = sorted((await session.execute(
+            update(HOLDS)
+            .where(HOLDS.c.id.in_(claim))
+            .values(status="expired", is_active=False, updated_at=now)
+            .returning(HOLDS.c.id, HOLDS.c.tenant, HOLDS.c.user_id, HOLDS.c.amount)
+        )).all(), key=lambda h: (h.tenant, h.user_id, h.id))
         skipped = len(chunk) - len(holds)
         if holds:
-            await session.execute(
-                update(HOLDS)
-                .where(HOLDS.c.id.in_([h.id for h in holds]))
-                .values(status="expired", is_active=False, updated_at=now)
-            )
             accounts = await _lock_accounts(session, ((h.tenant, h.user_id) for h in holds))
             balances = {key: row["credits_balance"] for key, row in accounts.items()}
             rows = []
@@ -231,12 +269,12 @@ async def allocate_monthly(
     async for chunk in _each_batch(batches, keys, config.batch_size):
         await begin_write(session)
         accounts = await _lock_accounts(session, chunk)  # waits for a concurrent run's batch
-        done = set((await session.execute(
-            select(TRANSACTIONS.c.tenant, TRANSACTIONS.c.user_id).where(
-                tuple_(TRANSACTIONS.c.tenant, TRANSACTIONS.c.user_id).in_(list(accounts)),
-                TRANSACTIONS.c.idempotency_key == key,
-            )
-        )).all()) if accounts else set()
+        done = set((await session.execute(_restrict(
+            session,
+            select(TRANSACTIONS.c.tenant, TRANSACTIONS.c.user_id).select_from(TRANSACTIONS)
+            .where(TRANSACTIONS.c.idempotency_key == key),
+            TRANSACTIONS, list(accounts),
+        ))).all()) if accounts else set()
         done = {(t, u) for t, u in done}
         balances, rows = {}, []
         for account_key, account in accounts.items():
@@ -294,7 +332,7 @@ async def process_pending(
         pending = (await session.execute(
             select(TRANSACTIONS.c.id, TRANSACTIONS.c.tenant, TRANSACTIONS.c.user_id,
                    TRANSACTIONS.c.amount, TRANSACTIONS.c.type, TRANSACTIONS.c.notes)
-            .where(TRANSACTIONS.c.id.in_(chunk), TRANSACTIONS.c.status == "pending",
+            .where(_id_in(session, TRANSACTIONS.c.id, chunk), TRANSACTIONS.c.status == "pending",
                    TRANSACTIONS.c.created_at < cutoff)
             .order_by(TRANSACTIONS.c.id)
             .with_for_update(skip_locked=True)
@@ -377,7 +415,7 @@ async def sync_usage(
             await begin_write(session)
             rows = [r._asdict() for r in (await session.execute(
                 select(*columns)
-                .where(TRANSACTIONS.c.id.in_(chunk), unsynced)
+                .where(_id_in(session, TRANSACTIONS.c.id, chunk), unsynced)
                 .order_by(TRANSACTIONS.c.id)
                 .with_for_update(skip_locked=True)  # a concurrent sync skips these rows
             ))]
@@ -385,7 +423,7 @@ async def sync_usage(
                 await sink.send(rows)  # raises unless the sink acknowledged every row
                 await session.execute(
                     update(TRANSACTIONS)
-                    .where(TRANSACTIONS.c.id.in_([r["id"] for r in rows]))
+                    .where(_id_in(session, TRANSACTIONS.c.id, [r["id"] for r in rows]))
                     .values(synced_to_analytics=True)
                 )
             await batches.commit_batch()
