@@ -150,10 +150,12 @@ class OffloadTask(Task):
         settings = self.offload_settings
         reporter = None
         if request.id is not None and not request.called_directly:
-            backend = self.backend
-            if not isinstance(backend, DisabledBackend):
-                reporter = ProgressReporter(backend, request.id, request,
-                                            settings.progress_min_interval)
+            def reporter() -> ProgressReporter | None:  # built on the first report only
+                backend = self.backend
+                if isinstance(backend, DisabledBackend):
+                    return None
+                return ProgressReporter(backend, request.id, request,
+                                        settings.progress_min_interval)
         return TaskContext(
             task_id=request.id,
             task_name=self.name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from offload.errors import (
@@ -105,14 +105,14 @@ class TaskContext:
         retries: int = 0,
         settings: Settings | None = None,
         session: AsyncSession | None = None,
-        reporter: ProgressReporter | None = None,
+        reporter: ProgressReporter | Callable[[], ProgressReporter | None] | None = None,
     ) -> None:
         self.task_id = task_id
         self.task_name = task_name
         self.retries = retries
         self._settings = settings
         self._session = session
-        self._reporter = reporter
+        self._reporter = reporter  # or a factory of one, called on the first report
         self._logger: Any = None
         self._log_fields: dict[str, Any] = {}
         self.last_progress: dict[str, Any] | None = None
@@ -209,8 +209,13 @@ class TaskContext:
         change and the last call always land)."""
         meta = progress_meta(percent, stage, info)
         self.last_progress = meta
-        if self._reporter is not None:
-            self._reporter.report(meta)
+        reporter = self._reporter
+        if reporter is not None:
+            if not isinstance(reporter, ProgressReporter):
+                reporter = self._reporter = reporter()
+                if reporter is None:
+                    return
+            reporter.report(meta)
 
     def log_progress(self, **metrics: Any) -> None:
         """Log a progress line with ``metrics`` as fields (no state change)."""
@@ -252,5 +257,5 @@ class TaskContext:
 
     # --- lifecycle (used by the task base class) -------------------------------------------------
     def _finish(self) -> None:
-        if self._reporter is not None:
+        if isinstance(self._reporter, ProgressReporter):
             self._reporter.close()

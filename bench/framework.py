@@ -1,0 +1,245 @@
+"""Benchmark of the task framework against bare Celery, in the same run.
+
+1. End-to-end throughput of N no-op tasks (default 5,000) through Redis (broker and results)
+   and a real worker subprocess, ``prefork -c 2`` and ``threads -c 4``: ``@simple_task``
+   against a bare ``@app.task`` on the same app and worker, alternating, ``--rounds`` times.
+2. Per-call wrapper overhead: ``task.apply()`` of the same no-op, offload vs bare, in this
+   process (no broker), in microseconds.
+3. ``@db_task`` inserting one row against a bare Celery task doing the same with
+   ``asyncio.run`` and its own engine (threads -c 4; PostgreSQL if reachable, else SQLite).
+
+Redis: a free logical database (1-15) is claimed with the lock keys the test-suite uses
+(``offload:test-db-lock:<n>`` in db 0), flushed, and released at the end. PostgreSQL: a
+database of its own, dropped at the end.
+
+    .venv/bin/python bench/framework.py [--tasks 5000] [--rounds 3] [--db-tasks 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+
+HERE = Path(__file__).resolve().parent
+REDIS = ("127.0.0.1", 6379)
+PG = ("127.0.0.1", 5432)
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def claimed_redis_db() -> Iterator[str]:
+    """A Redis logical database nobody else uses (the test-suite's lock scheme)."""
+    lock = redis.Redis(*REDIS, db=0)
+    token = f"bench-{os.getpid()}-{uuid.uuid4().hex}"
+    for db in range(1, 16):
+        if lock.set(f"offload:test-db-lock:{db}", token, nx=True, ex=3600):
+            break
+    else:
+        raise SystemExit("all Redis logical databases 1-15 are claimed; try again later")
+    client = redis.Redis(*REDIS, db=db)
+    client.flushdb()
+    try:
+        yield f"redis://{REDIS[0]}:{REDIS[1]}/{db}"
+    finally:
+        client.flushdb()
+        if lock.get(f"offload:test-db-lock:{db}") == token.encode():
+            lock.delete(f"offload:test-db-lock:{db}")
+
+
+@contextlib.contextmanager
+def database(tmp: Path) -> Iterator[tuple[str, str]]:
+    if not reachable(*PG):
+        yield f"sqlite+aiosqlite:///{tmp}/bench.db", "SQLite"
+        return
+    import psycopg
+
+    name = f"offload_bench_{uuid.uuid4().hex[:10]}"
+    admin = {"host": PG[0], "port": PG[1], "user": "postgres", "dbname": "postgres",
+             "autocommit": True}
+    with psycopg.connect(**admin) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+asyncpg://postgres@{PG[0]}:{PG[1]}/{name}", "PostgreSQL"
+    finally:
+        with psycopg.connect(**admin) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def create_table(url: str) -> None:
+    from framework_app import metadata
+
+    from offload.db import create_engine
+
+    async def run() -> None:
+        engine = create_engine(url)
+        async with engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+        await engine.dispose()
+
+    asyncio.run(run())
+
+
+class Worker:
+    def __init__(self, pool: str, concurrency: int, env: dict[str, str], log: Path) -> None:
+        self.log = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "framework_app:app", "worker", "-P", pool,
+             "-c", str(concurrency), "--without-gossip", "--without-mingle",
+             "--without-heartbeat", "-l", "WARNING", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"],
+            env=env, cwd=HERE, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.log.close()
+
+
+def run_batch(task, count: int, args_of=None) -> float:
+    """Publish ``count`` tasks and wait for every result; tasks per second."""
+    from celery.result import ResultSet
+
+    started = time.perf_counter()
+    results = [task.apply_async(args_of(i) if args_of else ()) for i in range(count)]
+    ResultSet(results).join_native(timeout=600, interval=0.05)
+    return count / (time.perf_counter() - started)
+
+
+def per_call_us(task, calls: int) -> float:
+    started = time.perf_counter()
+    for _ in range(calls):
+        task.apply()
+    return (time.perf_counter() - started) / calls * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--db-tasks", type=int, default=1000)
+    parser.add_argument("--calls", type=int, default=20000, help="calls per overhead sample")
+    args = parser.parse_args()
+    if not reachable(*REDIS):
+        raise SystemExit("Redis is not reachable on 127.0.0.1:6379 (run `make services`)")
+
+    with (tempfile.TemporaryDirectory() as tmp_name, claimed_redis_db() as redis_url,
+          database(Path(tmp_name)) as (db_url, db_name)):
+        tmp = Path(tmp_name)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+        env.update(OFFLOAD_BROKER_URL=redis_url, OFFLOAD_RESULT_BACKEND=redis_url,
+                   OFFLOAD_DATABASE_URL=db_url, OFFLOAD_DATA_DIR=str(tmp / "data"),
+                   OFFLOAD_TASK_PACKAGES="[]", OFFLOAD_TASK_MODULES='["framework_app"]',
+                   OFFLOAD_LOG_LEVEL="WARNING", OFFLOAD_LOG_FORMAT="json")
+        env["PYTHONPATH"] = os.pathsep.join([str(HERE), *filter(None, [env.get("PYTHONPATH")])])
+        os.environ.update({k: v for k, v in env.items() if k.startswith("OFFLOAD_")})
+        sys.path.insert(0, str(HERE))
+        import framework_app as bench_app
+
+        create_table(db_url)
+        rows: list[tuple[str, str, str, list[float]]] = []
+        ratios: dict[str, float] = {}
+        medians: dict[tuple[str, str], float] = {}
+
+        for pool, concurrency in (("prefork", 2), ("threads", 4)):
+            env["OFFLOAD_WORKER_POOL"] = pool
+            worker = Worker(pool, concurrency, env, tmp / f"worker-{pool}.log")
+            try:
+                run_batch(bench_app.bare_noop, 200)  # warm up (and wait for the worker)
+                run_batch(bench_app.offload_noop, 200)
+                rates: dict[str, list[float]] = {"bare": [], "offload": []}
+                for round_ in range(args.rounds):
+                    order = ("bare", "offload") if round_ % 2 == 0 else ("offload", "bare")
+                    for variant in order:
+                        task = bench_app.bare_noop if variant == "bare" else bench_app.offload_noop
+                        rates[variant].append(run_batch(task, args.tasks))
+                        print(f"  {pool} -c {concurrency} {variant:8} round {round_ + 1}: "
+                              f"{rates[variant][-1]:8.0f} tasks/s", flush=True)
+            finally:
+                worker.stop()
+            label = f"{pool} -c {concurrency}"
+            for variant in ("bare", "offload"):
+                rows.append((f"no-op x{args.tasks}", label, variant, rates[variant]))
+                medians[(label, variant)] = statistics.median(rates[variant])
+            ratios[label] = medians[(label, "offload")] / medians[(label, "bare")]
+
+        # per-call wrapper overhead, in this process
+        samples: dict[str, list[float]] = {"bare": [], "offload": []}
+        for _ in range(5):
+            samples["bare"].append(per_call_us(bench_app.bare_noop, args.calls))
+            samples["offload"].append(per_call_us(bench_app.offload_noop, args.calls))
+        bare_us = statistics.median(samples["bare"])
+        offload_us = statistics.median(samples["offload"])
+        overhead_us = offload_us - bare_us
+
+        # @db_task vs bare + asyncio.run, one-row insert
+        env["OFFLOAD_WORKER_POOL"] = "threads"
+        worker = Worker("threads", 4, env, tmp / "worker-db.log")
+        db_rates: dict[str, list[float]] = {"bare": [], "offload": []}
+        try:
+            run_batch(bench_app.bare_insert, 50, lambda i: (i,))
+            run_batch(bench_app.offload_insert, 50, lambda i: (i,))
+            for round_ in range(args.rounds):
+                order = ("bare", "offload") if round_ % 2 == 0 else ("offload", "bare")
+                for variant in order:
+                    task = bench_app.bare_insert if variant == "bare" else bench_app.offload_insert
+                    db_rates[variant].append(run_batch(task, args.db_tasks, lambda i: (i,)))
+                    print(f"  db insert {variant:8} round {round_ + 1}: "
+                          f"{db_rates[variant][-1]:8.0f} tasks/s", flush=True)
+        finally:
+            worker.stop()
+        for variant in ("bare", "offload"):
+            rows.append((f"1-row insert x{args.db_tasks} ({db_name})", "threads -c 4",
+                         "bare+asyncio.run" if variant == "bare" else "@db_task",
+                         db_rates[variant]))
+        db_ratio = statistics.median(db_rates["offload"]) / statistics.median(db_rates["bare"])
+
+    print()
+    print(f"{'benchmark':32} {'pool':12} {'variant':17} {'rounds (tasks/s)':28} {'median':>8}")
+    print("-" * 100)
+    for bench, pool, variant, values in rows:
+        shown = " / ".join(f"{v:.0f}" for v in values)
+        print(f"{bench:32} {pool:12} {variant:17} {shown:28} {statistics.median(values):8.0f}")
+    print()
+    for label, ratio in ratios.items():
+        verdict = "ok" if ratio >= 0.95 else "BELOW TARGET"
+        print(f"throughput @simple_task / bare, {label}: {ratio:.3f}  (target >= 0.95: {verdict})")
+    print(f"apply() per call: bare {bare_us:.1f} us, @simple_task {offload_us:.1f} us; "
+          f"wrapper overhead {overhead_us:.1f} us  (target < 30 us: "
+          f"{'ok' if overhead_us < 30 else 'ABOVE TARGET'})")
+    print(f"one-row insert, @db_task / bare+asyncio.run ({db_name}): {db_ratio:.2f}x")
+    print()
+    print("SUMMARY framework: " + ", ".join(
+        f"{label} {medians[(label, 'offload')]:.0f}/s vs bare {medians[(label, 'bare')]:.0f}/s "
+        f"({ratios[label]:.2f}x)" for label in ratios)
+        + f"; wrapper overhead {overhead_us:.1f} us/call; db_task insert {db_ratio:.2f}x "
+        f"bare+asyncio.run ({db_name})")
+
+
+if __name__ == "__main__":
+    main()
