@@ -171,6 +171,9 @@ class Settings(BaseSettings):
     codegraph_max_file_bytes: int = Field(2_000_000, gt=0)
     codegraph_batch_rows: int = Field(5000, gt=0)
     codegraph_parse_workers: int | None = Field(None, gt=0)
+    codegraph_max_files: int = Field(
+        250_000, gt=0, description="Most source files one repository may have."
+    )
 
     # --- credits ---------------------------------------------------------------------------
     credits_allowance_standard: int = Field(100, ge=0)

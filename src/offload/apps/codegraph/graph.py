@@ -87,19 +87,21 @@ class Extraction:
 
     # --- compact storage form (a stored extraction lets unchanged files skip parsing) --------
     def interface(self) -> dict[str, Any]:
-        """What other files' resolution depends on: names, kinds, bases, imports, exports."""
+        """What resolving *other* files depends on: names, kinds, nesting, imports, bases,
+        exports, package; no line numbers, so an edit that only moves code leaves it alone."""
         return {
             "language": self.language,
             "package": self.package,
             "symbols": [[s.kind, s.name, s.local_qn, s.parent, _receiver(s)] for s in self.symbols],
-            "imports": [[i.target, i.line, [list(n) for n in i.names], i.alias, i.level,
-                         i.wildcard] for i in self.imports],
-            "bases": [list(b) for b in self.bases],
+            "imports": [[i.target, [list(n) for n in i.names], i.alias, i.level, i.wildcard]
+                        for i in self.imports],
+            "bases": [list(b[:4]) for b in self.bases],
             "exports": self.exports,
         }
 
-    def to_blob(self) -> bytes:
-        data = {
+    def to_data(self) -> dict[str, Any]:
+        """Plain lists and dicts (what :meth:`to_blob` stores and workers send back)."""
+        return {
             "v": EXTRACTOR_VERSION,
             "language": self.language,
             "lines": self.lines,
@@ -113,11 +115,9 @@ class Extraction:
             "calls": self.calls,
             "bases": self.bases,
         }
-        return zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 1)
 
     @classmethod
-    def from_blob(cls, blob: bytes) -> Extraction:
-        data = json.loads(zlib.decompress(blob))
+    def from_data(cls, data: dict[str, Any]) -> Extraction:
         return cls(
             language=data["language"],
             lines=data["lines"],
@@ -131,6 +131,16 @@ class Extraction:
             bases=[tuple(b) for b in data["bases"]],  # type: ignore[misc]
         )
 
+    def to_blob(self) -> bytes:
+        """The stored form: compressed JSON (portable, safe to load)."""
+        return zlib.compress(json.dumps(self.to_data(), separators=(",", ":")).encode(), 1)
 
-def _receiver(symbol: Symbol) -> str | None:
-    return symbol.props.get("receiver") if symbol.props else None
+    @classmethod
+    def from_blob(cls, blob: bytes) -> Extraction:
+        return cls.from_data(json.loads(zlib.decompress(blob)))
+
+
+def _receiver(symbol: Symbol) -> list[str | None] | None:
+    if not symbol.props or "receiver" not in symbol.props:
+        return None
+    return [symbol.props["receiver"], symbol.props.get("receiver_var")]

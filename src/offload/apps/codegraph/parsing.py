@@ -1,0 +1,150 @@
+"""Parse files in a process pool: tree-sitter parsing and extraction use every core.
+
+Workers receive only (root, path, language) and read the file themselves; they send back a
+:class:`Parsed`: the extraction's stored form (compressed), its interface and digests. A file
+whose extraction raises is reported as :class:`Failed`, never fatal to the run.
+
+Small jobs are parsed in a thread of the calling process: starting a pool costs more than it
+saves below a few dozen files. The pool uses the ``forkserver`` start method, safe in the
+multi-threaded processes Celery workers are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import multiprocessing
+import os
+import pickle
+import zlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from offload.apps.codegraph.graph import Extraction, Import, Symbol
+from offload.apps.codegraph.parsers import extract
+from offload.apps.codegraph.scanner import read_source
+
+CHUNK_FILES = 12
+POOL_THRESHOLD = 48
+
+
+@dataclass(slots=True)
+class Parsed:
+    path: str
+    language: str
+    content_hash: str
+    size: int
+    lines: int
+    errors: int
+    interface: bytes
+    interface_digest: str
+    extraction: bytes  # the stored form (compressed JSON)
+    data: bytes  # the same, pickled: the fast form for this run only (never stored)
+
+
+@dataclass(slots=True)
+class Failed:
+    path: str
+    reason: str  # "binary", "too_large", "unreadable", ... or "error: <message>"
+
+
+def interface_blob(x: Extraction) -> tuple[bytes, str]:
+    raw = json.dumps(x.interface(), separators=(",", ":"), sort_keys=True).encode()
+    return zlib.compress(raw, 1), hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def extraction_from_interface(blob: bytes) -> Extraction:
+    """An :class:`Extraction` with what resolution of *other* files needs (no calls, no lines)."""
+    data = json.loads(zlib.decompress(blob))
+    x = Extraction(language=data["language"], lines=0, package=data["package"],
+                   exports=data["exports"])
+    for kind, name, local_qn, parent, receiver in data["symbols"]:
+        props = None
+        if receiver:
+            props = {"receiver": receiver[0]}
+            if receiver[1]:
+                props["receiver_var"] = receiver[1]
+        x.symbols.append(Symbol(kind, name, local_qn, 0, 0, parent, props))
+    x.imports = [Import(t, 0, tuple(tuple(n) for n in names), alias, level, wild)
+                 for t, names, alias, level, wild in data["imports"]]
+    x.bases = [(*b, 0) for b in data["bases"]]  # type: ignore[misc]
+    return x
+
+
+def parse_one(root: str, path: str, language: str, max_bytes: int) -> Parsed | Failed:
+    source, digest = read_source(Path(root), path, max_bytes)
+    if source is None:
+        return Failed(path, digest)
+    try:
+        x = extract(source, language)
+        interface, interface_digest = interface_blob(x)
+        data = x.to_data()
+        blob = zlib.compress(json.dumps(data, separators=(",", ":")).encode(), 1)
+        return Parsed(path, language, digest, len(source), x.lines, x.errors, interface,
+                      interface_digest, blob, pickle.dumps(data, protocol=5))
+    except RecursionError:
+        return Failed(path, "error: nesting too deep to parse")
+    except Exception as exc:  # noqa: BLE001 - one bad file never stops the run
+        return Failed(path, f"error: {type(exc).__name__}: {exc}"[:500])
+
+
+def parse_chunk(root: str, items: list[tuple[str, str]], max_bytes: int) -> list[Parsed | Failed]:
+    return [parse_one(root, path, language, max_bytes) for path, language in items]
+
+
+def default_workers(configured: int | None) -> int:
+    if configured:
+        return configured
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _executor(count: int, workers: int) -> Executor:
+    if count < POOL_THRESHOLD or workers <= 1:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="codegraph-parse")
+    context = multiprocessing.get_context("forkserver")
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+async def parse_files(
+    root: Path,
+    items: Sequence[tuple[str, str]],
+    max_bytes: int,
+    workers: int,
+    on_start: Callable[[str], None] | None = None,
+) -> AsyncIterator[Parsed | Failed]:
+    """Parse ``items`` ((path, language) pairs) and yield outcomes as they complete.
+
+    At most two chunks per worker are in flight, so results never pile up in memory. The
+    pool is shut down on every path (an exception or cancellation included).
+    """
+    if not items:
+        return
+    executor = _executor(len(items), workers)
+    loop = asyncio.get_running_loop()
+    chunks = [list(items[i:i + CHUNK_FILES]) for i in range(0, len(items), CHUNK_FILES)]
+    pending: set[asyncio.Future] = set()
+    limit = max(2, 2 * workers)
+    next_chunk = 0
+    try:
+        while next_chunk < len(chunks) or pending:
+            while next_chunk < len(chunks) and len(pending) < limit:
+                chunk = chunks[next_chunk]
+                next_chunk += 1
+                if on_start is not None:
+                    on_start(chunk[0][0])
+                pending.add(loop.run_in_executor(executor, parse_chunk, str(root), chunk,
+                                                 max_bytes))
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for future in done:
+                for outcome in future.result():
+                    yield outcome
+    finally:
+        for future in pending:
+            future.cancel()
+        executor.shutdown(wait=True, cancel_futures=True)
