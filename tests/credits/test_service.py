@@ -247,3 +247,18 @@ def test_domain_errors_are_non_retriable_and_map_to_http():
     error = InsufficientCredits("no", balance=1, required=2)
     assert error.to_dict() == {"error": "InsufficientCredits", "message": "no", "balance": 1,
                                "required": 2}
+
+
+async def test_one_session_reused_sees_changes_made_elsewhere(engine, session, funded):
+    # The session keeps objects across commits (expire_on_commit=False): a replay must still
+    # report what the database holds now, not the copy the session loaded earlier.
+    from offload.apps.credits import sweeps
+    from offload.db import session_maker
+
+    first = await ledger.deduct(session, funded, "u1", 5, "p", pending=True)
+    assert first.status == "pending"
+    async with session_maker(engine)() as other:
+        await sweeps.process_pending(other, max_age=1, now=utcnow() + timedelta(minutes=1))
+    replay = await ledger.deduct(session, funded, "u1", 5, "p", pending=True)
+    assert (replay.replayed, replay.status) == (True, "failed")
+    assert (await ledger.transactions(session, funded, "u1"))[0].status == "failed"

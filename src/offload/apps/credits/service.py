@@ -210,11 +210,13 @@ async def _keyed(
     if key is None:
         return None
     return await session.scalar(
-        select(CreditTransaction).where(
+        select(CreditTransaction)
+        .where(
             CreditTransaction.tenant == account.tenant,
             CreditTransaction.user_id == account.user_id,
             CreditTransaction.idempotency_key == key,
         )
+        .execution_options(populate_existing=True)  # the session may hold an older copy
     )
 
 
@@ -336,6 +338,7 @@ async def transactions(
             .where(CreditTransaction.tenant == tenant, CreditTransaction.user_id == user_id)
             .order_by(CreditTransaction.id.desc())
             .limit(max(1, min(limit, 500)))
+            .execution_options(populate_existing=True)
         )
         if before is not None:
             query = query.where(CreditTransaction.id < before)
@@ -376,7 +379,8 @@ async def hold(
         existing = await _keyed(session, account, idempotency_key)
         if existing is not None:
             if existing.type == "hold" and existing.amount == -amount and existing.reference_id:
-                row = await session.get(CreditHold, existing.reference_id)
+                row = await session.get(CreditHold, existing.reference_id,
+                                        populate_existing=True)
                 if row is not None and row.operation == operation:
                     return _hold(row, replayed=True)
             raise _conflict(idempotency_key or "", existing)
