@@ -67,3 +67,28 @@ def test_prefork_children_each_keep_one_loop_and_engine(prefork, rds):
     for r in again:  # a child that ran before kept its loop and engine through the limit
         if r["pid"] in by_pid:
             assert by_pid[r["pid"]] == {(r["loop"], r["engine"])}
+
+
+async def test_db_task_applied_from_a_running_event_loop(fw_settings, sqlite_url):
+    # Given an async caller (its loop is running), apply() still runs the db task: on the
+    # per-process background loop, not on the caller's loop
+    import asyncio
+
+    app = create_worker_app(settings=fw_settings(database_url=sqlite_url))
+    first = where.on_app(app).apply().get()
+    second = where.on_app(app).apply().get()
+    assert first["loop"] == second["loop"] != id(asyncio.get_running_loop())
+    assert first["thread"] == "offload-async-bridge"
+    assert first["engine"] == second["engine"]
+
+
+def test_public_names():
+    import offload
+
+    for name in ("simple_task", "db_task", "TaskContext", "RetryPolicy",
+                 "register_retry_policy", "StatsCounter", "TaskMetrics", "Timer"):
+        assert name in offload.__all__ and getattr(offload, name) is not None
+    from offload.extras import CircuitBreaker
+    from offload.testing import TaskTestContext, sqlite_sessions
+
+    assert CircuitBreaker and TaskTestContext and sqlite_sessions
