@@ -48,6 +48,9 @@ def test_timer_and_task_metrics_in_their_own_registry():
     assert registry.get_sample_value(
         "offload_task_duration_seconds_count", {"task": "x.y", "state": "retry"}) == 1
     assert repr(StatsCounter({"a": 1})) == "StatsCounter({'a': 1})"
+    again = TaskMetrics(registry=registry)  # a second instance shares the collectors
+    again.finished("x.y", "success", again.started("x.y"))
+    assert metrics.count("x.y", "success") == 2
 
 
 def test_in_process_worker_records_each_outcome(fw_settings, sqlite_url, rds):

@@ -106,20 +106,25 @@ class TaskMetrics:
         from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
         self.registry = REGISTRY if registry is None else registry
-        self.runs = Counter(
-            f"{namespace}_tasks_total", "Task runs by outcome.", ["task", "state"],
-            registry=self.registry,
-        )
-        self.duration = Histogram(
-            f"{namespace}_task_duration_seconds", "Run time of task bodies.", ["task", "state"],
-            buckets=_BUCKETS, registry=self.registry,
-        )
-        self.in_progress = Gauge(
-            f"{namespace}_tasks_in_progress", "Task bodies running now.", ["task"],
-            registry=self.registry, multiprocess_mode="livesum",
-        )
+        self.runs = self._collector(
+            Counter, f"{namespace}_tasks_total", "Task runs by outcome.", ["task", "state"])
+        self.duration = self._collector(
+            Histogram, f"{namespace}_task_duration_seconds", "Run time of task bodies.",
+            ["task", "state"], buckets=_BUCKETS)
+        self.in_progress = self._collector(
+            Gauge, f"{namespace}_tasks_in_progress", "Task bodies running now.", ["task"],
+            multiprocess_mode="livesum")
         self._children: dict[str, tuple[Any, dict[str, tuple[Any, Any]]]] = {}
         self._lock = threading.Lock()
+
+    def _collector(self, kind: type, name: str, doc: str, labels: list[str],
+                   **options: Any) -> Any:
+        """The collector ``name`` of the registry, created unless it exists (a second
+        ``TaskMetrics`` on one registry shares the first one's collectors)."""
+        existing = getattr(self.registry, "_names_to_collectors", {}).get(name)
+        if existing is not None:
+            return existing
+        return kind(name, doc, labels, registry=self.registry, **options)
 
     def _for(self, task: str) -> tuple[Any, dict[str, tuple[Any, Any]]]:
         children = self._children.get(task)
