@@ -205,8 +205,8 @@ class OffloadTask(Task):
     def _failed(self, ctx: TaskContext, exc: BaseException, metrics: Any, started: float) -> None:
         """Decide what ``exc`` means; raise a Retry, a clearer error, or return to re-raise."""
         outcome = classify(exc)
-        if outcome is Outcome.PASS:
-            metrics.finished(self.name, "failure", started)
+        if outcome is Outcome.PASS:  # Celery control flow or an interrupt: not an outcome
+            metrics.abandoned(self.name)
             return
         policy = self.offload_spec.policy
         if isinstance(exc, SoftTimeLimitExceeded):
@@ -223,8 +223,12 @@ class OffloadTask(Task):
             self.request.called_directly
         ):
             metrics.finished(self.name, "failure", started)
-            final = "not retriable" if outcome is Outcome.FAIL else (
-                f"gave up after {retries} retries")
+            if outcome is Outcome.FAIL:
+                final = "not retriable"
+            elif self.request.called_directly:
+                final = "called directly, so not retried"
+            else:
+                final = f"gave up after {retries} retries"
             ctx.log_error(f"task failed: {final}", **describe(exc))
             stored = for_result(exc)
             if getattr(stored, "context", None):

@@ -151,6 +151,10 @@ class TaskMetrics:
         counter.inc()
         histogram.observe(time.perf_counter() - started)
 
+    def abandoned(self, task: str) -> None:
+        """A run that ended in neither state (Celery's Ignore/Reject, an interrupt)."""
+        self._for(task)[0].dec()
+
     def count(self, task: str, state: str) -> float:
         """The current value of ``offload_tasks_total{task, state}`` in this process."""
         value = self.registry.get_sample_value(
