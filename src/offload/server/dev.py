@@ -95,6 +95,11 @@ class InProcessWorker:
         deadline = threading.Event()
         for _ in range(int(timeout / 0.05)):
             if self.controller.consuming.is_set():
+                # The worker marks the process as "inside a worker", where waiting on a
+                # result is refused; the API and hooks of this process are not tasks.
+                from celery.result import _set_task_join_will_block
+
+                _set_task_join_will_block(False)
                 return
             if not self.thread.is_alive():
                 break
@@ -103,12 +108,19 @@ class InProcessWorker:
             "the in-process worker did not start (see the log above for the reason)"
         )
 
+    def request_stop(self) -> None:
+        """Begin a warm shutdown and return at once (see :meth:`stop`)."""
+        from celery.worker import state
+
+        if self.thread.is_alive():
+            state.should_stop = 0  # what a worker's own SIGTERM handler sets
+
     def stop(self, timeout: float | None = None) -> bool:
         """Warm shutdown; returns False if the worker was still busy after ``timeout``."""
         from celery.worker import state
 
         if self.thread.is_alive():
-            state.should_stop = 0  # what a worker's own SIGTERM handler sets
+            self.request_stop()
             self.thread.join(timeout)
         finished = not self.thread.is_alive()
         if finished:
@@ -210,6 +222,7 @@ def run_dev(
         served.set()
         log.info("dev_stopping", detail="finishing running tasks (Ctrl-C again to abandon them)")
         try:
+            worker.request_stop()  # the worker and beat wind down side by side
             if beat_service is not None:
                 beat_service.stop()
             if not worker.stop(timeout=settings.task_time_limit):
