@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from offload import RetryPolicy, TaskDefinitionError, register_retry_policy
 from offload.tasks.policies import get_retry_policy, normalize_retry_policy, retry_policies
@@ -79,3 +81,22 @@ def test_register_and_normalise():
         normalize_retry_policy("nope")
     with pytest.raises(TaskDefinitionError):
         normalize_retry_policy(1.5)  # type: ignore[arg-type]
+
+
+@given(
+    max_retries=st.integers(0, 20),
+    base=st.floats(0, 1000, allow_nan=False),
+    extra=st.floats(0, 5000, allow_nan=False),
+    jitter=st.floats(0, 0.99, allow_nan=False),
+    retries=st.integers(0, 200),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_countdown_stays_within_its_bounds_and_the_cap(max_retries, base, extra, jitter,
+                                                        retries, seed):
+    policy = RetryPolicy(max_retries=max_retries, base_delay=base, max_delay=base + extra,
+                         jitter=jitter)
+    countdown = policy.countdown(retries, random.Random(seed))
+    low, high = policy.bounds(retries)
+    assert 0 <= countdown <= policy.max_delay
+    assert low - 1e-9 <= countdown <= high + 1e-9
+    assert policy.delay(retries) <= policy.delay(retries + 1)  # never shrinks
