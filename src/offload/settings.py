@@ -104,11 +104,16 @@ class Settings(BaseSettings):
     )
 
     # --- SurrealDB (the keys users of surrealdb-celery-backend already have) -------------
-    surrealdb_url: str = "ws://localhost:8000/rpc"
-    surrealdb_namespace: str = "celery"
-    surrealdb_database: str = "results"
-    surrealdb_username: str | None = None
-    surrealdb_password: SecretStr | None = None
+    surrealdb_url: str = Field(
+        "ws://localhost:8000/rpc",
+        description="SurrealDB server for results when result_backend is just `surrealdb://`.",
+    )
+    surrealdb_namespace: str = Field("celery", description="SurrealDB namespace of results.")
+    surrealdb_database: str = Field("results", description="SurrealDB database of results.")
+    surrealdb_username: str | None = Field(None, description="SurrealDB user (servers only).")
+    surrealdb_password: SecretStr | None = Field(
+        None, description="SurrealDB password; root/root is refused off loopback."
+    )
 
     # --- tasks -----------------------------------------------------------------------------
     task_packages: list[str] = Field(
@@ -145,12 +150,17 @@ class Settings(BaseSettings):
     worker_pool: Literal["prefork", "threads", "solo"] | None = Field(
         None, description="Worker pool; default threads with embedded stores, else prefork."
     )
-    worker_concurrency: int | None = Field(None, gt=0)
-    worker_queues: list[str] = Field(default_factory=lambda: list(QUEUES))
+    worker_concurrency: int | None = Field(
+        None, gt=0, description="Worker processes/threads; default Celery's (CPU count)."
+    )
+    worker_queues: list[str] = Field(
+        default_factory=lambda: list(QUEUES),
+        description="Queues a worker consumes, e.g. OFFLOAD_WORKER_QUEUES='[\"high_priority\"]'.",
+    )
 
     # --- HTTP API --------------------------------------------------------------------------
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(8000, ge=0, le=65535)
+    api_host: str = Field("127.0.0.1", description="Address the HTTP API binds.")
+    api_port: int = Field(8000, ge=0, le=65535, description="Port of the HTTP API.")
     api_keys: dict[str, str] = Field(
         default_factory=dict,
         description='API key -> tenant id, e.g. OFFLOAD_API_KEYS=\'{"k3y": "acme"}\'.',
@@ -160,8 +170,11 @@ class Settings(BaseSettings):
     )
 
     # --- logging ---------------------------------------------------------------------------
-    log_level: str = "INFO"
-    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="auto: readable on a terminal or with the in-process broker, else JSON.",
+    )
 
     # --- codegraph -------------------------------------------------------------------------
     codegraph_roots: list[Path] = Field(
