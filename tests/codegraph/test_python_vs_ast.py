@@ -17,7 +17,7 @@ import pytest
 from offload.apps.codegraph.parsers import extract
 
 STDLIB = Path(sysconfig.get_paths()["stdlib"])
-SAMPLE = 400  # files; the whole stdlib (1,800 files) takes ~10 s and is run by the bench
+SAMPLE = 300  # files, spread over the whole stdlib (all 1,800 take ~15 s)
 
 
 def corpus() -> list[Path]:
@@ -79,3 +79,35 @@ def test_python_extraction_equals_ast(path: Path) -> None:
         pytest.skip("not valid Python for this interpreter")
     got = [(s.kind, s.local_qn, s.start_line, s.end_line) for s in extract(source, "python").symbols]
     assert sorted(got) == sorted(expected)
+
+
+def test_tree_sitter_alone_matches_ast_on_almost_every_file() -> None:
+    """The ast fallback is a safety net for grammar corner cases, not the parser."""
+    from offload.apps.codegraph.languages import parser_for
+
+    files = corpus()
+    recovered = [p for p in files if parser_for("python").parse(p.read_bytes()).root_node.has_error]
+    assert len(recovered) <= max(1, len(files) // 100), recovered
+
+
+def test_grammar_corner_case_falls_back_to_ast() -> None:
+    # Given valid Python that tree-sitter-python misreads (a continuation line dedented
+    # inside parentheses, as in the stdlib's test_compile.py)
+    source = (
+        b"class C:\n"
+        b"    def f(self):\n"
+        b"        def g():\n"
+        b"            (bar.\n"
+        b"        baz)\n"
+        b"        return g\n"
+        b"\n"
+        b"    def h(self):\n"
+        b"        pass\n"
+    )
+    from offload.apps.codegraph.languages import parser_for
+
+    assert parser_for("python").parse(source).root_node.has_error
+    # When it is extracted, Then the definitions are exactly ast's
+    got = [(s.kind, s.local_qn, s.start_line, s.end_line) for s in extract(source, "python").symbols]
+    assert sorted(got) == sorted(ast_symbols(source))
+    assert ("method", "C.h", 8, 9) in got

@@ -1,0 +1,106 @@
+"""Fixtures of the codegraph tests: a migrated database per dialect, settings that allow the
+test's directories, and helpers to read a stored graph back."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from offload.apps.codegraph.model import CodeEdge, CodeNode
+from offload.apps.codegraph.schema import upgrade
+from offload.apps.codegraph.store import scope_tenant
+from offload.db import create_engine, session_maker
+
+from .graphkit import FIXTURES, render_edge, render_node
+
+
+@pytest.fixture(scope="session")
+def codegraph_pg_url(postgres_url: str) -> str:
+    """The session's PostgreSQL database with the codegraph schema (migrated once)."""
+
+    async def migrate() -> None:
+        engine = create_engine(postgres_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(migrate())
+    return postgres_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/codegraph.db"
+    return request.getfixturevalue("codegraph_pg_url")
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(database_url)
+    if engine.dialect.name == "sqlite":
+        await upgrade(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A tenant id of this test only (tests share the session's PostgreSQL database)."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    path = tmp_path / "repos"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def cg_settings(make_settings, workdir: Path, database_url: str):
+    return make_settings(database_url=database_url, codegraph_roots=[workdir, FIXTURES],
+                         codegraph_parse_workers=2)
+
+
+@pytest.fixture
+def copy_fixture(workdir: Path) -> Iterator:
+    def copy(name: str, target: str | None = None) -> Path:
+        destination = workdir / (target or name)
+        shutil.copytree(FIXTURES / name, destination)
+        return destination
+
+    yield copy
+
+
+async def stored_graph(engine: AsyncEngine, tenant: str, repo: str) -> tuple[set[str], set[str]]:
+    """The stored graph of a repository, rendered like a fixture's EXPECTED lines."""
+    async with session_maker(engine)() as session:
+        conn = await session.connection()
+        await scope_tenant(conn, tenant)
+        nodes = (await conn.execute(
+            select(CodeNode.id, CodeNode.qualified_name, CodeNode.node_type, CodeNode.start_line,
+                   CodeNode.end_line).where(CodeNode.tenant_id == tenant,
+                                            CodeNode.repo_id == repo))).all()
+        qn = {row.id: row.qualified_name for row in nodes}
+        edges = (await conn.execute(
+            select(CodeEdge.from_node, CodeEdge.to_node, CodeEdge.edge_type, CodeEdge.to_name,
+                   CodeEdge.properties).where(CodeEdge.tenant_id == tenant,
+                                              CodeEdge.repo_id == repo))).all()
+    node_lines = {render_node(r.qualified_name, r.node_type, r.start_line, r.end_line)
+                  for r in nodes}
+    dangling = [e for e in edges if e.from_node not in qn or (e.to_node and e.to_node not in qn)]
+    assert not dangling, f"edges pointing at missing nodes: {dangling[:5]}"
+    edge_lines = {render_edge(e.edge_type, qn[e.from_node], qn.get(e.to_node) if e.to_node
+                              else None, e.to_name, e.properties) for e in edges}
+    return node_lines, edge_lines

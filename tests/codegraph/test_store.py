@@ -1,0 +1,213 @@
+"""The stored graph, on SQLite and PostgreSQL: equal to the hand-written fixtures, incremental
+(unchanged files skipped, dependants refreshed, deleted files gone — always equal to a fresh
+ingest), atomic per repository, and resources released on every path."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from offload.apps.codegraph.ingest import ingest_repository
+from offload.db import session_maker
+
+from .conftest import stored_graph
+from .graphkit import FIXTURES, expected
+
+LANGUAGES = ["python", "javascript", "typescript", "go", "rust", "java"]
+
+
+async def ingest(engine: AsyncEngine, settings, tenant: str, repo: str, path: Path, **kw):
+    async with session_maker(engine)() as session:
+        return await ingest_repository(session, tenant_id=tenant, repo_id=repo, repo_path=path,
+                                       settings=settings, **kw)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+async def test_stored_graph_equals_the_hand_written_fixture(engine, cg_settings, tenant,
+                                                            language):
+    result = await ingest(engine, cg_settings, tenant, language, FIXTURES / language)
+    assert result["success"] and result["files_failed"] == 0
+    assert await stored_graph(engine, tenant, language) == expected(language)
+
+
+async def test_unchanged_reindex_parses_and_writes_nothing(engine, cg_settings, tenant,
+                                                           copy_fixture):
+    repo = copy_fixture("python")
+    first = await ingest(engine, cg_settings, tenant, "shop", repo)
+    assert first["files_parsed"] == 4 and first["nodes_created"] > 0
+    again = await ingest(engine, cg_settings, tenant, "shop", repo)
+    assert again["changed"] is False
+    assert (again["files_parsed"], again["nodes_created"], again["edges_created"]) == (0, 0, 0)
+    assert again["files_unchanged"] == 4
+    assert await stored_graph(engine, tenant, "shop") == expected("python")
+
+
+async def test_edit_inside_a_function_rewrites_only_that_file(engine, cg_settings, tenant,
+                                                              copy_fixture):
+    repo = copy_fixture("python")
+    await ingest(engine, cg_settings, tenant, "shop", repo)
+    # When a function body changes (and lines move), nothing other files see changes
+    service = repo / "shop" / "service.py"
+    service.write_text("# moved down\n" + service.read_text().replace(
+        "    return fmt(order)", "    return fmt(len(order))"))
+    result = await ingest(engine, cg_settings, tenant, "shop", repo)
+    # Then only that file is parsed and rewritten
+    assert (result["files_parsed"], result["files_rewritten_unchanged"]) == (1, 0)
+    assert result["files_unchanged"] == 3
+    graph = await stored_graph(engine, tenant, "shop")
+    assert "function shop.service.audit 13-16" in graph[0]
+    assert "CALLS shop.service.audit -> ext:builtins.len" in graph[1]
+    assert graph == await fresh_graph(engine, cg_settings, tenant, repo)
+
+
+async def test_renamed_definition_updates_callers_in_unchanged_files(engine, cg_settings, tenant,
+                                                                     copy_fixture):
+    repo = copy_fixture("python")
+    await ingest(engine, cg_settings, tenant, "shop", repo)
+    # When shop.service.place is renamed, main.py (unchanged) calls a name that is gone
+    service = repo / "shop" / "service.py"
+    service.write_text(service.read_text().replace("def place(", "def place_order("))
+    result = await ingest(engine, cg_settings, tenant, "shop", repo)
+    assert result["files_parsed"] == 1
+    assert result["files_rewritten_unchanged"] == 1  # main.py, and only main.py
+    nodes, edges = await stored_graph(engine, tenant, "shop")
+    assert "CALLS main.main -> ?shop.service.place" in edges
+    assert "CALLS main.main -> shop.service.place" not in edges
+    assert "function shop.service.place_order 5-9" in nodes
+    assert (nodes, edges) == await fresh_graph(engine, cg_settings, tenant, repo)
+
+
+async def test_deleted_file_disappears_with_its_nodes_and_edges(engine, cg_settings, tenant,
+                                                                copy_fixture):
+    repo = copy_fixture("python")
+    await ingest(engine, cg_settings, tenant, "shop", repo)
+    (repo / "shop" / "service.py").unlink()
+    result = await ingest(engine, cg_settings, tenant, "shop", repo)
+    assert (result["files_deleted"], result["files_parsed"]) == (1, 0)
+    nodes, edges = await stored_graph(engine, tenant, "shop")
+    # main.py still imports shop.service: now a module outside the repository
+    assert [n for n in nodes if "shop.service" in n or "shop/service.py" in n] == [
+        "module shop.service"]
+    assert "IMPORTS main.py -> ext:shop.service" in edges
+    assert not [e for e in edges if e.split(" -> ")[0].split(" ", 1)[1].startswith(
+        ("shop.service", "shop/service.py"))]
+    assert (nodes, edges) == await fresh_graph(engine, cg_settings, tenant, repo)
+
+
+async def test_new_file_and_changed_manifest_refresh_names(engine, cg_settings, tenant,
+                                                           copy_fixture):
+    repo = copy_fixture("go")
+    await ingest(engine, cg_settings, tenant, "demo", repo)
+    # When go.mod names another module, every qualified name changes without any .go change
+    (repo / "go.mod").write_text("module example.org/renamed\n\ngo 1.21\n")
+    result = await ingest(engine, cg_settings, tenant, "demo", repo)
+    assert result["changed"] and result["files_parsed"] == 0
+    nodes, _edges = await stored_graph(engine, tenant, "demo")
+    assert "function example.org/renamed.main 9-13" in nodes
+    assert await stored_graph(engine, tenant, "demo") == await fresh_graph(
+        engine, cg_settings, tenant, repo)
+
+
+async def fresh_graph(engine, settings, tenant, repo: Path):
+    await ingest(engine, settings, tenant, "fresh", repo)
+    return await stored_graph(engine, tenant, "fresh")
+
+
+# --- atomicity ---------------------------------------------------------------------------
+
+
+def synthetic_repo(root: Path, files: int, marker: str = "") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(files):
+        (root / f"mod{i:03d}.py").write_text(
+            f"import mod{(i + 1) % files:03d}\n\n\n"
+            f"def f{i}(x):\n    return mod{(i + 1) % files:03d}.f{(i + 1) % files}(x)\n\n\n"
+            f"class C{i}:\n    def m(self):\n        return f{i}(1){marker}\n")
+    return root
+
+
+def count_nodes(database_url: str, tenant: str, repo: str) -> int:
+    """Read on a separate, plain connection: what any other reader sees right now."""
+    if database_url.startswith("sqlite"):
+        path = database_url.split("///", 1)[1]
+        with sqlite3.connect(path) as conn:
+            return conn.execute("SELECT count(*) FROM code_nodes WHERE tenant_id = ? AND "
+                                "repo_id = ?", (tenant, repo)).fetchone()[0]
+    import psycopg
+
+    url = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*) FROM code_nodes WHERE tenant_id = %s AND "
+                            "repo_id = %s", (tenant, repo)).fetchone()[0]
+
+
+class Boom(Exception):
+    pass
+
+
+async def test_readers_see_the_old_graph_until_commit_and_after_a_failure(
+        engine, make_settings, database_url, workdir, tenant):
+    settings = make_settings(database_url=database_url, codegraph_roots=[workdir],
+                             codegraph_batch_rows=20, codegraph_parse_workers=2)
+    repo = synthetic_repo(workdir / "big", 60)
+    await ingest(engine, settings, tenant, "big", repo)
+    before_nodes = count_nodes(database_url, tenant, "big")
+    before = await stored_graph(engine, tenant, "big")
+    # Given every file changes (one more function each), so every row is rewritten
+    for path in repo.glob("*.py"):
+        path.write_text(path.read_text() + "\n\ndef extra():\n    pass\n")
+    seen: list[int] = []
+
+    def progress(percent, stage, **info):
+        if stage == "storing" and info.get("files_done", 0) >= 25:
+            # When the re-index is half-way through writing, a reader looks
+            seen.append(count_nodes(database_url, tenant, "big"))
+            if info["files_done"] >= 50:
+                raise Boom("the worker dies half-way")
+
+    with pytest.raises(Boom):
+        await ingest(engine, settings, tenant, "big", repo, progress=progress)
+    # Then the reader saw the old graph, and after the failure the old graph is intact
+    assert seen and set(seen) == {before_nodes}
+    assert await stored_graph(engine, tenant, "big") == before
+    assert engine.pool.checkedout() == 0
+    # And a clean re-index then writes the new graph
+    result = await ingest(engine, settings, tenant, "big", repo)
+    assert result["files_parsed"] == 60
+    assert count_nodes(database_url, tenant, "big") == before_nodes + 60
+
+
+# --- resources -----------------------------------------------------------------------------
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("fail_at", [None, "parsing", "storing"])
+async def test_pool_connections_and_files_are_released(engine, make_settings, database_url,
+                                                       workdir, tenant, fail_at):
+    settings = make_settings(database_url=database_url, codegraph_roots=[workdir],
+                             codegraph_parse_workers=2)
+    repo = synthetic_repo(workdir / f"r{fail_at}", 80)  # enough files for the process pool
+    await ingest(engine, settings, tenant, "warm", synthetic_repo(workdir / "warm", 2))
+    fds = open_fds()
+
+    def progress(percent, stage, **info):
+        if stage == fail_at and info.get("files_done", 0) >= 2:
+            raise Boom(stage)
+
+    if fail_at is None:
+        result = await ingest(engine, settings, tenant, "r", repo, progress=progress)
+        assert result["files_parsed"] == 80
+    else:
+        with pytest.raises(Boom):
+            await ingest(engine, settings, tenant, "r", repo, progress=progress)
+    assert engine.pool.checkedout() == 0
+    assert multiprocessing.active_children() == []
+    assert open_fds() <= fds + 1  # the forkserver's socket may stay open, nothing else
