@@ -30,13 +30,17 @@ from surrealdb.errors import NotAllowedError, ServerError, parse_query_error, pa
 from offload.backends import codec
 from offload.backends.config import SurrealConfig
 from offload.backends.guard import StoreLock, check_not_pool_child, refuse
-from offload.errors import ResultStoreError, ResultStoreUnavailable
+from offload.errors import ConfigurationError, ResultStoreError, ResultStoreUnavailable
 
-__all__ = ["Store", "close_all", "open_store"]
+__all__ = ["StatementRejected", "Store", "close_all", "open_store"]
 
 log = logging.getLogger("offload.backends.surrealdb")
 
 _RETRY_CAP = 5.0  # seconds: the longest single wait between two attempts
+
+
+class StatementRejected(ResultStoreError):
+    """SurrealDB refused a statement (permissions, a query error): retrying will not help."""
 
 
 class _Transient(Exception):
@@ -45,6 +49,10 @@ class _Transient(Exception):
     def __init__(self, message: str, *, sent: bool) -> None:
         super().__init__(message)
         self.sent = sent
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _unwrap(response: Any, what: str) -> Any:
@@ -164,7 +172,7 @@ class _WebSocketSession:
                 compression=None,
             )
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
-            raise _Transient(f"cannot connect: {exc!r}", sent=False) from exc
+            raise _Transient(f"cannot connect: {_describe(exc)}", sent=False) from exc
         try:
             self._sign_in()
             self.call("use", [config.namespace, config.database], config.timeout)
@@ -189,9 +197,9 @@ class _WebSocketSession:
                 return
             except NotAllowedError as exc:
                 last = exc
-        raise ResultStoreError(
+        raise ConfigurationError(
             f"SurrealDB at {config.redacted()} refused the credentials of user "
-            f"{config.username!r}: {last}"
+            f"{config.username!r} (surrealdb_username / surrealdb_password): {last}"
         )
 
     def call(self, method: str, params: list[Any], timeout: float) -> Any:
@@ -202,7 +210,7 @@ class _WebSocketSession:
         try:
             self._socket.send(payload)
         except (OSError, WebSocketException) as exc:
-            raise _Transient(f"connection lost: {exc!r}", sent=False) from exc
+            raise _Transient(f"connection lost: {_describe(exc)}", sent=False) from exc
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -211,7 +219,7 @@ class _WebSocketSession:
                     raise TimeoutError(f"no reply within {timeout:g}s")
                 data = self._socket.recv(timeout=remaining)
             except (OSError, TimeoutError, WebSocketException) as exc:
-                raise _Transient(f"connection lost: {exc!r}", sent=True) from exc
+                raise _Transient(f"connection lost: {_describe(exc)}", sent=True) from exc
             response = codec.decode(data if isinstance(data, bytes) else data.encode())
             if isinstance(response, dict) and response.get("id") == request_id:
                 return _unwrap(response, method)
@@ -352,7 +360,9 @@ class Store:
                 continue
             except ServerError as exc:
                 retriable = _is_retriable_server_error(exc) and attempt < config.max_retries
-                if retriable and isinstance(exc, NotAllowedError):
+                if session is None:
+                    pass  # failed while connecting: nothing to give back
+                elif retriable and isinstance(exc, NotAllowedError):
                     self._pool.discard(session)  # an expired session: sign in afresh
                 else:
                     self._pool.release(session)
@@ -360,7 +370,7 @@ class Store:
                     attempt += 1
                     self._backoff(attempt, exc)
                     continue
-                raise ResultStoreError(
+                raise StatementRejected(
                     f"SurrealDB at {config.redacted()} rejected {method}: {exc}"
                 ) from exc
             except BaseException:

@@ -42,17 +42,20 @@ INCR = "UPSERT $rid SET counter += 1, updated_at = $now RETURN VALUE counter"
 
 #: One header task of a chord has finished. ``parts`` is a set of task ids, so a redelivered
 #: task or a retried call counts once; ``fired_by`` is claimed by exactly one caller's
-#: ``$claim`` token, in the same statement that completes the set. Returns {n, fired_by}.
+#: ``$claim`` token, in the same statement that completes the set. The chord's size is the one
+#: ``set_chord_size`` stored, else ``$size``. Returns {n, size, fired_by}.
 CHORD_PART = """
 UPSERT $rid SET
     parts = array::union(parts ?? [], [$part]),
-    added = added ?? 0,
     updated_at = $now,
-    fired_by = IF fired_by == NONE
-        AND array::len(array::union(parts ?? [], [$part])) >= $size + (added ?? 0)
+    fired_by = IF fired_by == NONE AND (size ?? $size ?? -1) >= 0
+        AND array::len(array::union(parts ?? [], [$part])) >= (size ?? $size ?? 0) + (added ?? 0)
         THEN $claim ELSE fired_by END
-RETURN VALUE { n: array::len(parts), fired_by: fired_by }
+RETURN VALUE { n: array::len(parts), size: size ?? $size, fired_by: fired_by }
 """
+
+#: The number of header tasks, stored when the chord is applied.
+CHORD_SIZE = "UPSERT $rid SET size = $size, updated_at = $now RETURN NONE"
 
 #: Task.add_to_chord: one more header part to wait for.
 CHORD_ADD = "UPSERT $rid SET added += 1, updated_at = $now RETURN NONE"
@@ -81,11 +84,19 @@ RETURN VALUE owner
 #: The current holder of an unexpired claim.
 OWNER = "SELECT VALUE owner FROM $rid WHERE expires_at > time::now()"
 
-#: Delete what is older than the cutoff (each on its index), and expired claims.
-CLEANUP = """
-DELETE task WHERE updated_at < $cutoff;
-DELETE `group` WHERE updated_at < $cutoff;
-DELETE chord WHERE updated_at < $cutoff;
+#: Records of a table not updated since ``$cutoff`` (an index range scan on ``updated_at``;
+#: the lower bound keeps rows without ``updated_at``, written by the older package, out).
+EXPIRED_TASKS = "SELECT VALUE id FROM task WHERE updated_at >= $epoch AND updated_at < $cutoff"
+EXPIRED_GROUPS = (
+    "SELECT VALUE id FROM `group` WHERE updated_at >= $epoch AND updated_at < $cutoff"
+)
+EXPIRED_CHORDS = "SELECT VALUE id FROM chord WHERE updated_at >= $epoch AND updated_at < $cutoff"
+
+#: Delete what is older than the cutoff (each table on its index), and expired claims.
+CLEANUP = f"""
+DELETE ({EXPIRED_TASKS});
+DELETE ({EXPIRED_GROUPS});
+DELETE ({EXPIRED_CHORDS});
 DELETE dedup WHERE expires_at < time::now();
 """
 

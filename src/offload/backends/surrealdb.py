@@ -40,10 +40,9 @@ from surrealdb import RecordID
 
 from offload.backends import queries
 from offload.backends.config import SurrealConfig
-from offload.backends.engine import Store, open_store
+from offload.backends.engine import StatementRejected, Store, open_store
 from offload.backends.guard import install_worker_guard
 from offload.backends.records import Payload, from_document, is_legacy, parse_date, revive
-from offload.errors import ResultStoreError
 
 __all__ = ["SurrealDBBackend"]
 
@@ -51,6 +50,7 @@ log = logging.getLogger("offload.backends.surrealdb")
 
 _FIRST_POLL = 0.002  # seconds: polling starts here and doubles up to the caller's interval
 _schema_lock = threading.Lock()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _utcnow() -> datetime:
@@ -111,7 +111,7 @@ class SurrealDBBackend(KeyValueStoreBackend):
                 return
             try:
                 store.query(queries.SCHEMA)
-            except ResultStoreError as exc:
+            except StatementRejected as exc:
                 # a restricted user may not DEFINE; the tables may exist already
                 log.warning("could not define the result tables (continuing): %s", exc)
             store.schema_ready = True  # type: ignore[attr-defined]
@@ -267,6 +267,11 @@ class SurrealDBBackend(KeyValueStoreBackend):
         """``Task.add_to_chord``: the chord waits for one more header task."""
         self._one(queries.CHORD_ADD, rid=self.get_key_for_chord(group_id), now=_utcnow())
 
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        """Celery tells the size before sending the last header task: keep it with the chord."""
+        self._one(queries.CHORD_SIZE, rid=self.get_key_for_chord(group_id), size=int(chord_size),
+                  now=_utcnow())
+
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
         """A header task finished: count it, and if it completed the chord, fire the callback.
 
@@ -279,17 +284,14 @@ class SurrealDBBackend(KeyValueStoreBackend):
         app = self.app
         callback = maybe_signature(request.chord, app=app)
         deps = None
+        claim = uuid4().hex
         size = request.chord.get("chord_size")
-        if size is None:
+        reply = self._chord_part(group_id, task_id, size, claim)
+        if reply["size"] is None:  # finished before Celery stored the size: ask the group
             deps = self._restore_chord_group(group_id, callback)
             if deps is None:
                 return
-            size = len(deps)
-        claim = uuid4().hex
-        reply = self._one(
-            queries.CHORD_PART, rid=self.get_key_for_chord(group_id), part=task_id,
-            size=int(size), claim=claim, now=_utcnow(),
-        )[0]
+            reply = self._chord_part(group_id, task_id, len(deps), claim)
         if reply["fired_by"] != claim:
             return
         if deps is None:
@@ -318,6 +320,12 @@ class SurrealDBBackend(KeyValueStoreBackend):
         finally:
             deps.delete()
 
+    def _chord_part(self, group_id: str, task_id: str, size: int | None, claim: str) -> Any:
+        return self._one(
+            queries.CHORD_PART, rid=self.get_key_for_chord(group_id), part=task_id,
+            size=None if size is None else int(size), claim=claim, now=_utcnow(),
+        )[0]
+
     def _restore_chord_group(self, group_id: str, callback: Any) -> GroupResult | None:
         try:
             deps = GroupResult.restore(group_id, backend=self)
@@ -337,7 +345,7 @@ class SurrealDBBackend(KeyValueStoreBackend):
             self._one("DELETE dedup WHERE expires_at < time::now()")
             return
         cutoff = _utcnow() - timedelta(seconds=float(self.expires))
-        self.store.query(queries.CLEANUP, {"cutoff": cutoff})
+        self.store.query(queries.CLEANUP, {"cutoff": cutoff, "epoch": _EPOCH})
         self._cleanup_legacy(cutoff)
 
     def _cleanup_legacy(self, cutoff: datetime) -> None:

@@ -1,0 +1,128 @@
+"""Fixtures of the SurrealDB backend tests: apps on the real embedded engine, in-process
+workers, the loopback WebSocket relay, and worker subprocesses.
+
+Every app gets a database of its own on the process's shared ``mem://`` engine, so tests never
+see each other's records although they share the engine (as all backends of a process do).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+
+from offload.testing.surreal_relay import SurrealRelay
+
+TESTS = Path(__file__).resolve().parent.parent
+SRC = TESTS.parent / "src"
+
+
+def new_app(backend: str = "surrealdb+mem://", *, broker: str = "memory://", **conf) -> Celery:
+    """A Celery app whose results live in a database of their own."""
+    name = f"t{uuid.uuid4().hex[:8]}"
+    app = Celery(name, broker=broker, backend=backend, set_as_current=False)
+    app.conf.update(
+        task_default_queue=f"q-{name}",  # the in-process broker is shared by every app
+        surrealdb_database=f"t_{uuid.uuid4().hex[:12]}",
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_extended=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        result_chord_join_timeout=10.0,
+        broker_transport_options={"polling_interval": 0.01},
+        **conf,
+    )
+    return app
+
+
+def add_tasks(app: Celery) -> dict[str, object]:
+    """The tasks the canvas tests use, registered on ``app``."""
+
+    @app.task(name="t.add", shared=False)
+    def add(x, y):
+        return x + y
+
+    @app.task(name="t.identity", shared=False)
+    def identity(x):
+        return x
+
+    @app.task(name="t.tsum", shared=False)
+    def tsum(values):
+        return sum(values)
+
+    @app.task(name="t.fail", shared=False)
+    def fail(*args):
+        raise ValueError("expected failure")
+
+    @app.task(name="t.collect", shared=False)
+    def collect(values):
+        return sorted(values) if isinstance(values, list) else values
+
+    return {"add": add, "identity": identity, "tsum": tsum, "fail": fail, "collect": collect}
+
+
+@contextmanager
+def running_worker(app: Celery, *, pool: str = "threads", concurrency: int = 4, **kwargs):
+    """A real Celery worker in this process (threads pool), stopped on exit."""
+    kwargs.setdefault("perform_ping_check", False)
+    kwargs.setdefault("loglevel", "WARNING")
+    kwargs.setdefault("shutdown_timeout", 30.0)
+    with start_worker(app, pool=pool, concurrency=concurrency, **kwargs) as worker:
+        yield worker
+
+
+@pytest.fixture
+def app() -> Iterator[Celery]:
+    app = new_app()
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def backend(app: Celery):
+    return app.backend
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[..., Celery]]:
+    apps: list[Celery] = []
+
+    def build(*args, **kwargs) -> Celery:
+        created = new_app(*args, **kwargs)
+        apps.append(created)
+        return created
+
+    yield build
+    for created in apps:
+        created.close()
+
+
+@pytest.fixture
+def relay() -> Iterator[SurrealRelay]:
+    with SurrealRelay(username="celery", password="s3cret-pw") as running:
+        yield running
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), str(SRC), env.get("PYTHONPATH", "")])
+    env.update(extra)
+    return env
+
+
+def run_python(code: str, *, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter (a second process) and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=False,
+        env=subprocess_env(**env),
+    )
