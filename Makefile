@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test services bench lint clean
+.PHONY: run test services bench lint docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ bench: $(STAMP) services
 	$(PY) bench/framework.py
 	$(PY) bench/codegraph.py
 	$(PY) bench/credits.py
+
+docs: $(STAMP)
+	$(PY) scripts/config-docs --write
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

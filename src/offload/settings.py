@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     # --- SurrealDB (the keys users of surrealdb-celery-backend already have) -------------
     surrealdb_url: str = Field(
         "ws://localhost:8000/rpc",
-        description="SurrealDB server for results when result_backend is just `surrealdb://`.",
+        description="SurrealDB server used when Celery's result_backend is plain `surrealdb`.",
     )
     surrealdb_namespace: str = Field("celery", description="SurrealDB namespace of results.")
     surrealdb_database: str = Field("results", description="SurrealDB database of results.")
