@@ -187,6 +187,9 @@ class Settings(BaseSettings):
     codegraph_max_files: int = Field(
         250_000, gt=0, description="Most source files one repository may have."
     )
+    codegraph_pool_min_bytes: int = Field(
+        1_000_000, ge=0, description="Parse in a process pool from this much source on."
+    )
 
     # --- credits ---------------------------------------------------------------------------
     credits_allowance_standard: int = Field(100, ge=0)
@@ -285,7 +288,7 @@ class Settings(BaseSettings):
         for key in ("broker_url", "result_backend", "database_url", "surrealdb_url"):
             if data.get(key):
                 data[key] = _redact(data[key])
-        data["api_keys"] = {"***": tenant for tenant in self.api_keys.values()}
+        data["api_keys"] = sorted(set(self.api_keys.values()))  # the tenants, never the keys
         return data
 
 

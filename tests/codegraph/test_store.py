@@ -193,8 +193,8 @@ def open_fds() -> int:
 async def test_pool_connections_and_files_are_released(engine, make_settings, database_url,
                                                        workdir, tenant, fail_at):
     settings = make_settings(database_url=database_url, codegraph_roots=[workdir],
-                             codegraph_parse_workers=2)
-    repo = synthetic_repo(workdir / f"r{fail_at}", 80)  # enough files for the process pool
+                             codegraph_parse_workers=2, codegraph_pool_min_bytes=0)
+    repo = synthetic_repo(workdir / f"r{fail_at}", 80)  # parsed in the process pool
     await ingest(engine, settings, tenant, "warm", synthetic_repo(workdir / "warm", 2))
     fds = open_fds()
 

@@ -191,7 +191,9 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
     workers = default_workers(settings.codegraph_parse_workers)
     with tempfile.TemporaryFile(prefix="codegraph-") as spill:
         done = 0
-        async for outcome in parse_files(root, to_parse, max_bytes, workers):
+        source_bytes = sum(present[path][2] for path, _ in to_parse)
+        use_pool = source_bytes >= settings.codegraph_pool_min_bytes
+        async for outcome in parse_files(root, to_parse, max_bytes, workers, use_pool):
             done += 1
             if isinstance(outcome, Parsed):
                 offset = spill.tell()

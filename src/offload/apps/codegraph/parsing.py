@@ -28,7 +28,6 @@ from offload.apps.codegraph.parsers import extract
 from offload.apps.codegraph.scanner import read_source
 
 CHUNK_FILES = 12
-POOL_THRESHOLD = 48
 
 
 @dataclass(slots=True)
@@ -104,11 +103,15 @@ def default_workers(configured: int | None) -> int:
         return os.cpu_count() or 1
 
 
-def _executor(count: int, workers: int) -> Executor:
-    if count < POOL_THRESHOLD or workers <= 1:
+def _executor(count: int, workers: int, use_pool: bool) -> Executor:
+    if not use_pool or workers <= 1 or count < 2:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="codegraph-parse")
     context = multiprocessing.get_context("forkserver")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    # The fork server imports the parsers once; every pool worker is then forked ready to
+    # parse (importing offload and the grammars costs ~1 s a process otherwise). '__main__'
+    # stays first: that is multiprocessing's own default.
+    context.set_forkserver_preload(["__main__", __name__])
+    return ProcessPoolExecutor(max_workers=min(workers, count), mp_context=context)
 
 
 async def parse_files(
@@ -116,16 +119,18 @@ async def parse_files(
     items: Sequence[tuple[str, str]],
     max_bytes: int,
     workers: int,
+    use_pool: bool = True,
     on_start: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Parsed | Failed]:
-    """Parse ``items`` ((path, language) pairs) and yield outcomes as they complete.
+    """Parse ``items`` ((path, language) pairs) and yield outcomes as they complete; in a
+    process pool of ``workers`` when ``use_pool``, else in one thread.
 
     At most two chunks per worker are in flight, so results never pile up in memory. The
     pool is shut down on every path (an exception or cancellation included).
     """
     if not items:
         return
-    executor = _executor(len(items), workers)
+    executor = _executor(len(items), workers, use_pool)
     loop = asyncio.get_running_loop()
     chunks = [list(items[i:i + CHUNK_FILES]) for i in range(0, len(items), CHUNK_FILES)]
     pending: set[asyncio.Future] = set()

@@ -82,6 +82,7 @@ class Index:
         self.owner: dict[str, str] = {}                # qn -> path of its file
         self.members: dict[str, dict[str, str]] = defaultdict(dict)  # qn -> name -> member qn
         self.container: dict[str, str] = {}            # qn -> qn of the node containing it
+        self.children: dict[str, list[str]] = defaultdict(list)  # qn -> qns it contains
         self.namespaces: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
         self.base_to_final: dict[str, str] = {}        # qn before clash renaming -> final qn
         self.foreign_impls: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
@@ -124,6 +125,7 @@ class Index:
                 if symbol.parent >= 0:
                     parent_qn = finals[symbol.parent]
                     self.container[qn] = parent_qn
+                    self.children[parent_qn].append(qn)
                     self.members[parent_qn].setdefault(symbol.name, qn)
                 elif symbol.kind == METHOD and symbol.props and "receiver" in symbol.props:
                     pass  # attached to its type below, once every type is known
@@ -143,6 +145,7 @@ class Index:
                 owner = self.base_to_final.get(owner_base)
                 if owner is not None and self.kind.get(owner) in TYPE_KINDS:
                     self.container[qn] = owner
+                    self.children[owner].append(qn)
                     self.members[owner].setdefault(symbol.name, qn)
             # Rust `impl Trait for Type`: the INHERITS edge starts at the type
             for index, owner_local, base, via, _line in data.x.bases:
@@ -337,7 +340,7 @@ def file_rows(index: Index, path: str, x: Extraction) -> tuple[list[NodeRow], li
                 entry[2].append(line)
             entry[1]["count"] = entry[1].get("count", 0) + 1
 
-    members = index.members
+    children = index.children
     container = index.container
     for symbol, qn in zip(x.symbols, finals, strict=True):
         nodes.append((qn, symbol.kind, symbol.name, path, symbol.start_line, symbol.end_line,
@@ -345,9 +348,8 @@ def file_rows(index: Index, path: str, x: Extraction) -> tuple[list[NodeRow], li
         if symbol.parent < 0 and qn not in container:
             edge(path, CONTAINS, qn, qn, None)
         # members this symbol contains (methods of its type declared in other files included)
-        for member_qn in members.get(qn, {}).values():
-            if container.get(member_qn) == qn:
-                edge(qn, CONTAINS, member_qn, member_qn, None)
+        for member_qn in children.get(qn, ()):
+            edge(qn, CONTAINS, member_qn, member_qn, None)
         if symbol.kind in TYPE_KINDS:
             for target, base, via, position, base_path in index.base_targets(qn):
                 if position >= 0:
