@@ -26,12 +26,12 @@ from offload.logs import configure_logging, get_logger
 from offload.settings import QUEUES, Settings, load_settings, url_scheme
 
 __all__ = [
+    "beat_schedule_of",
     "create_monitor_app",
     "create_scheduler_app",
     "create_worker_app",
-    "settings_of",
-    "beat_schedule_of",
     "make_default",
+    "settings_of",
 ]
 
 _SETTINGS_ATTR = "offload_settings"

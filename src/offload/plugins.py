@@ -24,7 +24,7 @@ from typing import Any
 
 from offload.errors import ConfigurationError
 
-__all__ = ["plugin_modules", "plugin_module", "plugin_hooks"]
+__all__ = ["plugin_hooks", "plugin_module", "plugin_modules"]
 
 
 def plugin_module(package: str, name: str) -> ModuleType | None:

@@ -19,7 +19,7 @@ from typing import Any
 from celery import states
 from celery.result import AsyncResult
 
-__all__ = ["ServerSentEvent", "task_events", "task_status", "is_finished"]
+__all__ = ["ServerSentEvent", "is_finished", "task_events", "task_status"]
 
 #: States after which nothing about the task changes any more.
 FINISHED_STATES = frozenset(states.READY_STATES)
@@ -74,7 +74,7 @@ def task_status(result: AsyncResult) -> dict[str, Any]:
 class ServerSentEvent:
     """One SSE message: ``event: <name>`` and a JSON ``data:`` line."""
 
-    __slots__ = ("event", "data")
+    __slots__ = ("data", "event")
 
     def __init__(self, event: str, data: dict[str, Any]) -> None:
         self.event, self.data = event, data

@@ -73,5 +73,5 @@ OFFLOAD = str(Path(sys.executable).with_name("offload"))
 
 def run_offload(*args: str, env: dict[str, str], timeout: float = 60, cwd=None):
     return subprocess.run(
-        [OFFLOAD, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd
+        [OFFLOAD, *args], check=False, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd
     )

@@ -11,7 +11,13 @@ import pytest
 from celery.schedules import schedule
 
 from offload import ConfigurationError
-from offload.factory import beat_schedule_of, create_monitor_app, create_scheduler_app, create_worker_app, settings_of
+from offload.factory import (
+    beat_schedule_of,
+    create_monitor_app,
+    create_scheduler_app,
+    create_worker_app,
+    settings_of,
+)
 
 from .conftest import PACKAGE, PLUGINS
 
@@ -126,7 +132,7 @@ print(json.dumps({{
     "data_dir_made": __import__("os").path.exists({str(tmp_path / 'd')!r}),
 }}))
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True,
                          timeout=60, env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout.strip().splitlines()[-1])
@@ -161,7 +167,7 @@ assert f.monitor_app is app and app.main == "offload_monitor"
 print("ok")
 """
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60,
         env={"PATH": "/usr/bin:/bin", "OFFLOAD_BROKER_URL": "redis://127.0.0.1:1/0",
              "OFFLOAD_DATA_DIR": str(tmp_path)},
     )

@@ -66,7 +66,7 @@ def test_health_names_the_unreachable_service(make_settings, redis_url):
 
 
 def test_task_status_success_and_failure(service):
-    client, celery = service
+    client, _celery = service
     # Given a task submitted by tenant acme through the package router (plug-in mounted)
     task_id = client.post("/fdn/add", json={"a": 1, "b": 2}, headers=KEY_A).json()["task_id"]
     # Then its status JSON has the contract's shape
@@ -137,7 +137,7 @@ def test_metrics_count_requests_by_route(service):
 def test_schema_upgrade_ran_at_startup(service):
     import sqlite3
 
-    client, celery = service
+    _client, celery = service
     from offload.factory import settings_of
 
     path = settings_of(celery).database.split("///", 1)[1]

@@ -103,9 +103,8 @@ def bind(
 def _wrap_lifespan(inner: Callable[[Any], AbstractAsyncContextManager[Any]]) -> Callable[..., Any]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
-        async with _resources(app):
-            async with inner(app) as state:
-                yield state
+        async with _resources(app), inner(app) as state:
+            yield state
 
     return lifespan
 

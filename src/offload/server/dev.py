@@ -152,7 +152,7 @@ async def _run_hooks(server: Any, context: DevContext, hooks: list[tuple[str, An
             if inspect.isawaitable(outcome):
                 await outcome
             log.info("dev_start_hook_done", package=package)
-        except Exception:  # noqa: BLE001 - a demo must not take the service down
+        except Exception:
             log.exception("dev_start_hook_failed", package=package)
 
 

@@ -12,7 +12,7 @@ __all__ = ["MetricsMiddleware", "render_metrics"]
 
 def _metric(kind: type, name: str, doc: str, labels: tuple[str, ...]) -> Any:
     """One collector per process, whatever number of apps are built (tests build many)."""
-    existing = REGISTRY._names_to_collectors.get(name)  # noqa: SLF001 - no public lookup
+    existing = REGISTRY._names_to_collectors.get(name)
     return existing if existing is not None else kind(name, doc, labels)
 
 
