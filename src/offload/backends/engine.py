@@ -170,7 +170,7 @@ class _WebSocketSession:
                 open_timeout=config.timeout,
                 close_timeout=1.0,
                 compression=None,
-            )
+            ).__enter__()  # the connection itself (websockets >= 17 wants a context manager)
         except (OSError, TimeoutError, websockets.exceptions.WebSocketException) as exc:
             raise _Transient(f"cannot connect: {_describe(exc)}", sent=False) from exc
         try:
@@ -216,9 +216,11 @@ class _WebSocketSession:
             remaining = deadline - time.monotonic()
             try:
                 if remaining <= 0:
-                    raise TimeoutError(f"no reply within {timeout:g}s")
+                    raise TimeoutError
                 data = self._socket.recv(timeout=remaining)
-            except (OSError, TimeoutError, WebSocketException) as exc:
+            except TimeoutError as exc:
+                raise _Transient(f"no reply within {timeout:g}s", sent=True) from exc
+            except (OSError, WebSocketException) as exc:
                 raise _Transient(f"connection lost: {_describe(exc)}", sent=True) from exc
             response = codec.decode(data if isinstance(data, bytes) else data.encode())
             if isinstance(response, dict) and response.get("id") == request_id:

@@ -334,7 +334,11 @@ class SurrealDBBackend(KeyValueStoreBackend):
             self.chord_error_from_stack(callback, ChordError(f"Cannot restore group: {exc!r}"))
             return None
         if deps is None:
-            self.chord_error_from_stack(callback, ChordError(f"GroupResult {group_id} no longer exists"))
+            try:  # chord_error_from_stack records the exception being handled
+                raise ChordError(f"GroupResult {group_id} no longer exists")
+            except ChordError as exc:
+                log.exception("Chord %r: its group is gone", group_id)
+                self.chord_error_from_stack(callback, exc)
         return deps
 
     # --- maintenance ------------------------------------------------------------------------
