@@ -12,7 +12,11 @@ Redis: a free logical database (1-15) is claimed with the lock keys the test-sui
 (``offload:test-db-lock:<n>`` in db 0), flushed, and released at the end. PostgreSQL: a
 database of its own, dropped at the end.
 
-    .venv/bin/python bench/framework.py [--tasks 5000] [--rounds 3] [--db-tasks 1000]
+    .venv/bin/python bench/framework.py [--tasks 5000] [--rounds 5] [--db-tasks 1000]
+
+Alongside wall-clock throughput it reports the worker's CPU time per task (its main process
+and pool children, from /proc) and the per-call overhead in this thread's CPU time: on a
+shared machine those stay meaningful when the wall clock does not.
 """
 
 from __future__ import annotations
@@ -121,30 +125,60 @@ class Worker:
         self.log.close()
 
 
-def run_batch(task, count: int, args_of=None) -> float:
-    """Publish ``count`` tasks and wait for every result; tasks per second."""
+def run_batch(task, count: int, args_of=None, worker: Worker | None = None,
+              cpu: list[float] | None = None) -> float:
+    """Publish ``count`` tasks and wait for every result; tasks per second. With ``cpu``,
+    append the worker's CPU microseconds per task."""
     from celery.result import ResultSet
 
+    cpu_before = cpu_seconds(worker.proc.pid) if worker and cpu is not None else 0.0
     started = time.perf_counter()
     results = [task.apply_async(args_of(i) if args_of else ()) for i in range(count)]
+    # The queue is FIFO and prefetch is 1: the last task ends (nearly) last. Waiting on it
+    # alone (pub/sub) keeps the client from polling thousands of keys while the worker runs.
+    results[-1].get(timeout=600)
     ResultSet(results).join_native(timeout=600, interval=0.05)
-    return count / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    if worker and cpu is not None:
+        cpu.append((cpu_seconds(worker.proc.pid) - cpu_before) / count * 1e6)
+    return count / elapsed
 
 
 def per_call_us(task, calls: int) -> float:
-    started = time.perf_counter()
+    """CPU time of this thread per ``apply()`` (insensitive to other processes' load)."""
+    started = time.thread_time()
     for _ in range(calls):
         task.apply()
-    return (time.perf_counter() - started) / calls * 1e6
+    return (time.thread_time() - started) / calls * 1e6
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU time of a worker: its main process and its pool children."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry.name) == pid or int(fields[1]) == pid:  # fields[1]: parent pid
+            total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--db-tasks", type=int, default=1000)
-    parser.add_argument("--calls", type=int, default=20000, help="calls per overhead sample")
+    parser.add_argument("--calls", type=int, default=5000, help="calls per overhead sample")
     args = parser.parse_args()
+    # SIGTERM unwinds like Ctrl-C: the worker is stopped, the Redis db and database released
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not reachable(*REDIS):
         raise SystemExit("Redis is not reachable on 127.0.0.1:6379 (run `make services`)")
 
@@ -164,6 +198,7 @@ def main() -> None:
         create_table(db_url)
         rows: list[tuple[str, str, str, list[float]]] = []
         ratios: dict[str, float] = {}
+        cpu_medians: dict[str, tuple[float, float]] = {}
         medians: dict[tuple[str, str], float] = {}
 
         for pool, concurrency in (("prefork", 2), ("threads", 4)):
@@ -173,28 +208,38 @@ def main() -> None:
                 run_batch(bench_app.bare_noop, 200)  # warm up (and wait for the worker)
                 run_batch(bench_app.offload_noop, 200)
                 rates: dict[str, list[float]] = {"bare": [], "offload": []}
+                cpu: dict[str, list[float]] = {"bare": [], "offload": []}
                 for round_ in range(args.rounds):
                     order = ("bare", "offload") if round_ % 2 == 0 else ("offload", "bare")
                     for variant in order:
                         task = bench_app.bare_noop if variant == "bare" else bench_app.offload_noop
-                        rates[variant].append(run_batch(task, args.tasks))
+                        rates[variant].append(run_batch(task, args.tasks, worker=worker,
+                                                        cpu=cpu[variant]))
                         print(f"  {pool} -c {concurrency} {variant:8} round {round_ + 1}: "
-                              f"{rates[variant][-1]:8.0f} tasks/s", flush=True)
+                              f"{rates[variant][-1]:8.0f} tasks/s, worker CPU "
+                              f"{cpu[variant][-1]:6.0f} us/task", flush=True)
             finally:
                 worker.stop()
             label = f"{pool} -c {concurrency}"
             for variant in ("bare", "offload"):
                 rows.append((f"no-op x{args.tasks}", label, variant, rates[variant]))
                 medians[(label, variant)] = statistics.median(rates[variant])
-            ratios[label] = medians[(label, "offload")] / medians[(label, "bare")]
+            # each round runs both back to back: the median of the per-round ratios is less
+            # sensitive to load drifting on a shared machine than a ratio of medians
+            ratios[label] = statistics.median(
+                o / b for o, b in zip(rates["offload"], rates["bare"], strict=True))
+            cpu_medians[label] = (statistics.median(cpu["bare"]),
+                                  statistics.median(cpu["offload"]))
 
-        # per-call wrapper overhead, in this process
+        # per-call wrapper overhead, in this process: the least CPU time of interleaved
+        # samples (what timeit does), so other processes' load does not count
         samples: dict[str, list[float]] = {"bare": [], "offload": []}
-        for _ in range(5):
+        per_call_us(bench_app.offload_noop, 1000)  # warm up
+        for _ in range(7):
             samples["bare"].append(per_call_us(bench_app.bare_noop, args.calls))
             samples["offload"].append(per_call_us(bench_app.offload_noop, args.calls))
-        bare_us = statistics.median(samples["bare"])
-        offload_us = statistics.median(samples["offload"])
+        bare_us = min(samples["bare"])
+        offload_us = min(samples["offload"])
         overhead_us = offload_us - bare_us
 
         # @db_task vs bare + asyncio.run, one-row insert
@@ -217,7 +262,8 @@ def main() -> None:
             rows.append((f"1-row insert x{args.db_tasks} ({db_name})", "threads -c 4",
                          "bare+asyncio.run" if variant == "bare" else "@db_task",
                          db_rates[variant]))
-        db_ratio = statistics.median(db_rates["offload"]) / statistics.median(db_rates["bare"])
+        db_ratio = statistics.median(
+            o / b for o, b in zip(db_rates["offload"], db_rates["bare"], strict=True))
 
     print()
     print(f"{'benchmark':32} {'pool':12} {'variant':17} {'rounds (tasks/s)':28} {'median':>8}")
@@ -228,15 +274,20 @@ def main() -> None:
     print()
     for label, ratio in ratios.items():
         verdict = "ok" if ratio >= 0.95 else "BELOW TARGET"
-        print(f"throughput @simple_task / bare, {label}: {ratio:.3f}  (target >= 0.95: {verdict})")
-    print(f"apply() per call: bare {bare_us:.1f} us, @simple_task {offload_us:.1f} us; "
+        print(f"throughput @simple_task / bare, {label} (median of per-round ratios): "
+              f"{ratio:.3f}  (target >= 0.95: {verdict})")
+        bare_cpu, offload_cpu = cpu_medians[label]
+        print(f"worker CPU per task, {label}: bare {bare_cpu:.0f} us, @simple_task "
+              f"{offload_cpu:.0f} us (bare/offload {bare_cpu / offload_cpu:.3f})")
+    print(f"apply() per call (CPU): bare {bare_us:.1f} us, @simple_task {offload_us:.1f} us; "
           f"wrapper overhead {overhead_us:.1f} us  (target < 30 us: "
           f"{'ok' if overhead_us < 30 else 'ABOVE TARGET'})")
     print(f"one-row insert, @db_task / bare+asyncio.run ({db_name}): {db_ratio:.2f}x")
     print()
     print("SUMMARY framework: " + ", ".join(
         f"{label} {medians[(label, 'offload')]:.0f}/s vs bare {medians[(label, 'bare')]:.0f}/s "
-        f"({ratios[label]:.2f}x)" for label in ratios)
+        f"({ratios[label]:.2f}x; CPU/task {cpu_medians[label][1]:.0f} vs "
+        f"{cpu_medians[label][0]:.0f} us)" for label in ratios)
         + f"; wrapper overhead {overhead_us:.1f} us/call; db_task insert {db_ratio:.2f}x "
         f"bare+asyncio.run ({db_name})")
 
