@@ -240,10 +240,11 @@ def _declare(spec: TaskSpec) -> TaskSpec:
         else:
             _specs[spec.name] = spec
             celery_state.connect_on_app_finalize(lambda app, spec=spec: _register_on(app, spec))
-        for app in list(celery_state._get_active_apps()):
-            if app.finalized:
-                with app._finalize_mutex:
-                    _register_on(app, spec)
+    # Outside our lock: finalizing apps take their mutex first and then ours.
+    for app in list(celery_state._get_active_apps()):
+        if app.finalized:
+            with app._finalize_mutex:
+                _register_on(app, spec)
     return spec
 
 
