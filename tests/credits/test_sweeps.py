@@ -170,3 +170,25 @@ async def test_sync_usage_marks_only_acknowledged_batches(engine, session, accou
     assert len(sink.rows) == 7 and await _unsynced(engine) == 0
     assert set(sink.rows[0]) == set(sweeps.ROW_FIELDS)
     assert all(r["status"] == "completed" for r in sink.rows)
+
+
+async def test_process_pending_cutoff_splits_old_from_young(engine, session, accounts):
+    # Given two pending fees, one created 25 h ago and one 1 h ago
+    from sqlalchemy import update
+
+    old = await ledger.deduct(session, accounts, "a", 4, "old", pending=True)
+    young = await ledger.deduct(session, accounts, "a", 6, "young", pending=True)
+    now = utcnow()
+    for tx, age in ((old, timedelta(hours=25)), (young, timedelta(hours=1))):
+        await session.execute(update(CreditTransaction).where(CreditTransaction.id == tx.id)
+                              .values(created_at=now - age))
+    await session.commit()
+    # When the sweep runs with the default 24 h age
+    config = ledger.CreditsConfig()
+    summary = await sweeps.process_pending(session, max_age=config.pending_max_age, now=now)
+    # Then only the old one is settled (refunded), the young one stays pending
+    assert (summary["reverted"], summary["completed"]) == (1, 0)
+    status = {t.id: t.status for t in await ledger.transactions(session, accounts, "a")}
+    assert (status[old.id], status[young.id]) == ("failed", "pending")
+    assert (await ledger.balance(session, accounts, "a")).balance == 94
+    await check_ledger(engine)
