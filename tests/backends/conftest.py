@@ -78,7 +78,15 @@ def running_worker(app: Celery, *, pool: str = "threads", concurrency: int = 4, 
     kwargs.setdefault("loglevel", "WARNING")
     kwargs.setdefault("shutdown_timeout", 30.0)
     with start_worker(app, pool=pool, concurrency=concurrency, **kwargs) as worker:
-        yield worker
+        try:
+            yield worker
+        finally:
+            # The worker checks for shutdown between broker polls (2 s each): ask it to stop,
+            # then wake it with a message so tests do not wait out the poll.
+            from celery.worker import state
+
+            state.should_terminate = 0
+            app.send_task("celery.accumulate", args=(0,), ignore_result=True)
 
 
 @pytest.fixture

@@ -169,6 +169,13 @@ def test_hostile_ids_are_stored_literally_and_touch_nothing_else(backend, task_i
     assert backend.get_task_meta(bystander, cache=False)["result"] == "still here"
 
 
+def test_integers_beyond_64_bits_round_trip(backend):
+    value = {"big": 2**100, "small": -(2**70), "edge": 2**63 - 1, "list": [10**30]}
+    task_id = str(uuid.uuid4())
+    backend.mark_as_done(task_id, value)
+    assert backend.get_task_meta(task_id, cache=False)["result"] == value
+
+
 def test_hostile_values_are_stored_literally(backend):
     value = {"'; DELETE task; --": "⟨x⟩`y`", "$param": "$rid", "nested": ["RETURN 1;", None]}
     task_id = str(uuid.uuid4())

@@ -1,13 +1,16 @@
 """Celery result backends of offload: SurrealDB (``surrealdb+ws://``, ``surrealdb+mem://``, ...).
 
-Celery finds the backend through the entry point ``surrealdb`` in ``celery.result_backends``;
-import names from here only to use them directly (the dedup claims, the worker guard). The
-SurrealDB SDK is imported on first use, not when this package is.
+Celery finds the backend through the entry point ``surrealdb`` in ``celery.result_backends``.
+Importing this package registers the worker guard (a Celery worker whose results are in an
+embedded store refuses to start with the prefork pool) and nothing else: the SurrealDB SDK is
+imported when the backend is first used.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from offload.backends.guard import install_worker_guard
 
 __all__ = ["SurrealConfig", "SurrealDBBackend", "install_worker_guard"]
 
@@ -21,8 +24,4 @@ def __getattr__(name: str) -> Any:
         from offload.backends.config import SurrealConfig
 
         return SurrealConfig
-    if name == "install_worker_guard":
-        from offload.backends.guard import install_worker_guard
-
-        return install_worker_guard
     raise AttributeError(f"module 'offload.backends' has no attribute {name!r}")

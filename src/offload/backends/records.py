@@ -18,6 +18,7 @@ or that string already parsed into an object) have no ``v`` and are read back as
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +35,16 @@ _INTERNAL = frozenset({"id", "v", "updated_at", "typed", "extra", "payload",
                        "content_type", "content_encoding"})
 
 
+#: SurrealDB integers are 64-bit; bigger ones (fine in JSON) are stored as a marked string.
+_BIG_INT = "__offload_int__"
+_LONG_DIGITS = re.compile(r"\d{19}")
+
+
+def _parse_int(text: str) -> Any:
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else {_BIG_INT: text}
+
+
 class Payload:
     """A record body ready to store, built from Celery's encoded meta."""
 
@@ -45,7 +56,8 @@ class Payload:
     @classmethod
     def from_json(cls, text: str) -> Payload:
         """Celery's JSON-encoded meta as native fields."""
-        meta = json.loads(text)
+        long_ints = _LONG_DIGITS.search(text) is not None
+        meta = json.loads(text, parse_int=_parse_int) if long_ints else json.loads(text)
         document: dict[str, Any] = {"v": FORMAT}
         extra = {}
         for key, value in meta.items():
@@ -55,7 +67,7 @@ class Payload:
                 extra[key] = value
         if extra:
             document["extra"] = extra
-        if "__type__" in text:  # kombu type markers inside: revive them when reading
+        if long_ints or "__type__" in text:  # markers inside: revive them when reading
             document["typed"] = True
         if isinstance(document.get("date_done"), str):
             document["date_done"] = parse_date(document["date_done"])
@@ -87,8 +99,11 @@ def is_legacy(row: dict[str, Any]) -> bool:
 
 
 def revive(value: Any) -> Any:
-    """Apply kombu's JSON object hook throughout (``{"__type__": ...}`` -> Python values)."""
+    """Apply kombu's JSON object hook throughout (``{"__type__": ...}`` -> Python values),
+    and turn big-integer markers back into integers."""
     if isinstance(value, dict):
+        if len(value) == 1 and _BIG_INT in value:
+            return int(value[_BIG_INT])
         return object_hook({key: revive(item) for key, item in value.items()})
     if isinstance(value, list):
         return [revive(item) for item in value]
