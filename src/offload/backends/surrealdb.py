@@ -211,6 +211,32 @@ class SurrealDBBackend(KeyValueStoreBackend):
                 return meta
             nap = self._nap(deadline, nap, interval)
 
+    def iter_native(self, result: Any, timeout: float | None = None, interval: float = 0.5,
+                    no_ack: bool = True, on_message: Any = None,
+                    on_interval: Any = None) -> Iterator[tuple[str, Any]]:
+        """``join_native``: like ``AsyncResult.get``, a failed parent (the chain link before a
+        group) raises its own error instead of leaving the join waiting for tasks that will
+        never run."""
+        parent = getattr(result, "parent", None)
+        if parent is not None:
+            user_hook = on_interval
+
+            def on_interval() -> None:
+                lineage = []
+                node = parent
+                while node is not None:
+                    lineage.append(node)
+                    node = getattr(node, "parent", None)
+                for node in reversed(lineage):
+                    node.maybe_throw()
+                if user_hook is not None:
+                    user_hook()
+
+            on_interval()
+        yield from super().iter_native(result, timeout=timeout, interval=interval,
+                                       no_ack=no_ack, on_message=on_message,
+                                       on_interval=on_interval)
+
     def get_many(self, task_ids: Any, timeout: float | None = None, interval: float = 0.5,
                  no_ack: bool = True, on_message: Any = None, on_interval: Any = None,
                  max_iterations: int | None = None,
