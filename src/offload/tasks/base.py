@@ -56,7 +56,7 @@ class OffloadTask(Task):
     @property
     def offload_settings(self) -> Settings:
         settings = self._offload_settings_cache
-        if settings is None:
+        if settings is None:  # first use on this app's task object
             from offload.factory import settings_of
 
             settings = self._offload_settings_cache = settings_of(self.app)
@@ -145,8 +145,7 @@ class OffloadTask(Task):
             _log.warning("dedup claim not released", key=claim[0], error=repr(exc))
 
     # --- running ---------------------------------------------------------------------------------
-    def _make_context(self) -> TaskContext:
-        request = self.request
+    def _make_context(self, request: Any) -> TaskContext:
         settings = self.offload_settings
         reporter = None
         if request.id is not None and not request.called_directly:
@@ -165,7 +164,7 @@ class OffloadTask(Task):
         )
 
     def _run_simple(self, *args: Any, **kwargs: Any) -> Any:
-        ctx = self._make_context()
+        ctx = self._make_context(self.request)
         metrics = default_metrics()
         started = metrics.started(self.name)
         try:
@@ -179,7 +178,7 @@ class OffloadTask(Task):
         return result
 
     def _run_db(self, *args: Any, **kwargs: Any) -> Any:
-        ctx = self._make_context()
+        ctx = self._make_context(self.request)
         metrics = default_metrics()
         started = metrics.started(self.name)
         try:
