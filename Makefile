@@ -19,7 +19,9 @@ services:
 	@scripts/ensure-services
 
 test: $(STAMP) services
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no test: that is a failure" >&2; fi; \
+	exit $$rc
 
 bench: $(STAMP) services
 	$(PY) bench/backend.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -88,6 +89,14 @@ def test_offload_dev_serves_runs_and_stops_cleanly(subprocess_env, tmp_path):
         # When a task is sent over HTTP, its result comes back over HTTP
         task_id = dev.submit("add", a=20, b=22)
         assert dev.wait_state(task_id)["result"] == 42
+        # and `offload status` asks that API (the embedded store belongs to the dev process)
+        status = subprocess.run(
+            [OFFLOAD, "status", task_id, "--json", "--watch"], check=False, text=True,
+            capture_output=True, timeout=30, cwd=tmp_path,
+            env={**env, "OFFLOAD_API_PORT": str(dev.port)},
+        )
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["result"] == 42
         # and the package's dev-start hook ran once the service was up
         hook_task, api_url = (data_dir / "dev-start.txt").read_text().split()
         assert api_url == dev.url
