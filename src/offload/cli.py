@@ -70,7 +70,7 @@ def dev(
     try:
         code = run_dev(settings, host=host, port=port, beat=beat, demo=demo,
                        concurrency=concurrency)
-    except OffloadError as exc:
+    except (OffloadError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
     raise typer.Exit(code)
 

@@ -117,6 +117,11 @@ def test_offload_dev_serves_runs_and_stops_cleanly(subprocess_env, tmp_path):
     try:
         again.wait_healthy()
         status = again.client.get(f"/tasks/{slow}", headers=KEY).json()
+        # (a second `offload dev` on the same data directory is refused, not half-started)
+        env = subprocess_env(task_packages='["fdn_demo"]')
+        third = subprocess.run([OFFLOAD, "dev", "--port", str(_free_port())], check=False,
+                               env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert third.returncode == 2 and "another `offload dev`" in third.stderr, third.stderr
         code, output = again.interrupt()
     finally:
         again.kill()

@@ -25,7 +25,7 @@ from typing import Any
 from celery import Celery
 from celery.worker import WorkController
 
-from offload.errors import ConfigurationError
+from offload.errors import ConfigurationError, EmbeddedStoreLocked
 from offload.logs import get_logger
 from offload.plugins import plugin_hooks
 from offload.settings import QUEUES, Settings
@@ -91,10 +91,10 @@ class InProcessWorker:
         )
 
     def start(self, timeout: float = 30.0) -> None:
+        """Start the worker thread and return once it consumes (RuntimeError if it dies)."""
         self.thread.start()
-        deadline = threading.Event()
         for _ in range(int(timeout / 0.05)):
-            if self.controller.consuming.is_set():
+            if self.controller.consuming.wait(0.05):
                 # The worker marks the process as "inside a worker", where waiting on a
                 # result is refused; the API and hooks of this process are not tasks.
                 from celery.result import _set_task_join_will_block
@@ -103,7 +103,6 @@ class InProcessWorker:
                 return
             if not self.thread.is_alive():
                 break
-            deadline.wait(0.05)
         raise RuntimeError(
             "the in-process worker did not start (see the log above for the reason)"
         )
@@ -126,6 +125,18 @@ class InProcessWorker:
         if finished:
             state.should_stop = None
         return finished
+
+
+def _claim_result_store(celery_app: Celery, settings: Settings) -> None:
+    """Open the result store now, so a store held by another process (a second
+    ``offload dev`` on the same data directory) stops this one before it serves anything."""
+    try:
+        celery_app.backend.get_task_meta("offload-dev-start-probe")
+    except EmbeddedStoreLocked as exc:
+        raise EmbeddedStoreLocked(
+            f"{exc}. Is another `offload dev` running on {settings.data_dir.resolve()}? Stop "
+            "it, or give this one its own OFFLOAD_DATA_DIR."
+        ) from None
 
 
 def _is_loopback(host: str) -> bool:
@@ -183,6 +194,7 @@ def run_dev(
     api_key = settings.dev_api_key.get_secret_value()
     celery_app = create_worker_app(settings=settings)
     celery_app.set_default()  # the only app of this process
+    _claim_result_store(celery_app, settings)
     worker = InProcessWorker(
         celery_app, queues=settings.worker_queues, concurrency=concurrency or
         settings.worker_concurrency or 4,
