@@ -37,7 +37,13 @@ def tasks(app):
             FIRED[tag] += 1
         return len(values)
 
+    @app.task(name="t.grow", shared=False, bind=True)
+    def grow(task, value):
+        task.add_to_chord(registered["identity"].si(100))  # the chord waits for one more
+        return value
+
     registered["count_callback"] = count_callback
+    registered["grow"] = grow
     return registered
 
 
@@ -123,6 +129,17 @@ def test_chord_inside_a_chain(tasks, worker):
         tasks["add"].s(100),
     )
     assert workflow.apply_async().get(timeout=TIMEOUT) == (3 + 4) + 100
+
+
+def test_chord_with_a_group_inside_its_header(tasks, worker):
+    header = [tasks["add"].s(1, 1), group(tasks["add"].s(2, 2), tasks["add"].s(3, 3))]
+    result = chord(header)(tasks["collect"].s())
+    assert result.get(timeout=TIMEOUT) == [2, 4, 6]
+
+
+def test_add_to_chord_extends_the_header(tasks, worker):
+    result = chord([tasks["grow"].s(1), tasks["identity"].s(2)])(tasks["collect"].s())
+    assert result.get(timeout=TIMEOUT) == [1, 2, 100]
 
 
 def test_chord_of_a_thousand_tasks(tasks, worker):

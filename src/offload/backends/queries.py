@@ -2,11 +2,13 @@
 
 Values only ever arrive as bound parameters (``$rid``, ``$doc``, ...): record ids are passed as
 ``RecordID`` values, never spelled into the text, so an id like ``x; DELETE task`` is just an id.
-Each statement is atomic on its own; none relies on the order in which SurrealDB evaluates the
-assignments of one ``SET`` (SurrealDB 2 and 3 differ there).
+Each request is atomic (one statement, or one transaction for a chord part); none relies on
+the order in which SurrealDB evaluates the assignments of one ``SET`` (SurrealDB 2 and 3
+differ there).
 
 Tables: ``task`` (one record per task id), ``group`` (saved GroupResults), ``chord`` (chord
-completion), ``dedup`` (claims of the framework's deduplication).
+completion), ``chord_part`` (which header tasks a chord counted), ``dedup`` (claims of the
+framework's deduplication).
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ SCHEMA = """
 DEFINE TABLE IF NOT EXISTS task SCHEMALESS;
 DEFINE TABLE IF NOT EXISTS `group` SCHEMALESS;
 DEFINE TABLE IF NOT EXISTS chord SCHEMALESS;
+DEFINE TABLE IF NOT EXISTS chord_part SCHEMALESS;
 DEFINE TABLE IF NOT EXISTS dedup SCHEMALESS;
 DEFINE INDEX IF NOT EXISTS task_updated_at ON task FIELDS updated_at;
 DEFINE INDEX IF NOT EXISTS group_updated_at ON `group` FIELDS updated_at;
 DEFINE INDEX IF NOT EXISTS chord_updated_at ON chord FIELDS updated_at;
+DEFINE INDEX IF NOT EXISTS chord_part_updated_at ON chord_part FIELDS updated_at;
 DEFINE INDEX IF NOT EXISTS dedup_expires_at ON dedup FIELDS expires_at;
 """
 
@@ -40,25 +44,52 @@ DELETE = "DELETE $rid"
 #: Celery's key-value ``incr``: one statement, returns the new value.
 INCR = "UPSERT $rid SET counter += 1, updated_at = $now RETURN VALUE counter"
 
-#: One header task of a chord has finished. ``parts`` is a set of task ids, so a redelivered
-#: task or a retried call counts once; ``fired_by`` is claimed by exactly one caller's
-#: ``$claim`` token, in the same statement that completes the set. The chord's size is the one
-#: ``set_chord_size`` stored, else ``$size``. Returns {n, size, fired_by}.
-CHORD_PART = """
-UPSERT $rid SET
-    parts = array::union(parts ?? [], [$part]),
-    updated_at = $now,
-    fired_by = IF fired_by == NONE AND (size ?? $size ?? -1) >= 0
-        AND array::len(array::union(parts ?? [], [$part])) >= (size ?? $size ?? 0) + (added ?? 0)
-        THEN $claim ELSE fired_by END
-RETURN VALUE { n: array::len(parts), size: size ?? $size, fired_by: fired_by }
+#: A chord is applied: save its header group (GroupResult.restore keeps working) and, for a
+#: header of plain tasks, the member ids in order, so the last part can answer at once.
+CHORD_APPLY = """
+UPSERT $group CONTENT $doc RETURN NONE;
+UPSERT $rid SET members = $members ?? NONE, updated_at = $now RETURN NONE;
 """
+
+#: One header task of a chord has finished: one transaction, in one request.
+#: ``chord_part:[group, task]`` remembers which tasks were counted, so a redelivered task or a
+#: retried call counts once; ``fired_by`` is claimed by exactly one caller's ``$claim`` token,
+#: in the same transaction that completes the count. The parts expected: the size
+#: ``set_chord_size`` stored (else ``$size``) plus tasks added later, else the number of
+#: members. Answers {n, expected, fired_by, members}; members only for the caller that fired.
+#: Every step costs the same however big the chord is.
+CHORD_PART = """
+BEGIN TRANSACTION;
+LET $seen = (UPSERT $part SET updated_at = $now RETURN BEFORE)[0];
+LET $chord = (UPSERT $rid SET n += IF $seen == NONE THEN 1 ELSE 0 END, updated_at = $now
+    RETURN AFTER)[0];
+LET $size_known = $chord.size ?? $size ?? -1;
+LET $expected = IF $size_known >= 0 THEN $size_known + ($chord.added ?? 0)
+    ELSE IF $chord.members != NONE THEN array::len($chord.members) ELSE -1 END;
+UPDATE $rid SET fired_by = $claim
+    WHERE fired_by == NONE AND $expected >= 0 AND n >= $expected RETURN NONE;
+SELECT n, $expected AS expected, fired_by,
+    IF fired_by == $claim THEN members ELSE NONE END AS members FROM ONLY $rid;
+COMMIT TRANSACTION;
+"""
+
+#: The last part's read of the header results (the fields a value needs, nothing else).
+#: Rows come back in the order asked for; a missing one is left out.
+CHORD_VALUES = "SELECT VALUE [status, result, typed, payload] FROM $rids"
+
+#: After the callback is sent: the header group and the part markers are not needed anymore.
+CHORD_DONE = "DELETE $group; DELETE $parts;"
 
 #: The number of header tasks, stored when the chord is applied.
 CHORD_SIZE = "UPSERT $rid SET size = $size, updated_at = $now RETURN NONE"
 
-#: Task.add_to_chord: one more header part to wait for.
-CHORD_ADD = "UPSERT $rid SET added += 1, updated_at = $now RETURN NONE"
+#: Task.add_to_chord: one more header part to wait for (and, for a header of plain tasks, one
+#: more member whose value the callback gets).
+CHORD_ADD = """
+UPSERT $rid SET added += 1, updated_at = $now,
+    members = IF members != NONE THEN array::concat(members, [$task]) ELSE NONE END
+RETURN NONE
+"""
 
 #: Take the dedup claim if it is free, expired, or already ours (then refresh the TTL).
 #: Returns the owner after the statement: ``$owner`` means the caller holds it.
@@ -91,12 +122,16 @@ EXPIRED_GROUPS = (
     "SELECT VALUE id FROM `group` WHERE updated_at >= $epoch AND updated_at < $cutoff"
 )
 EXPIRED_CHORDS = "SELECT VALUE id FROM chord WHERE updated_at >= $epoch AND updated_at < $cutoff"
+EXPIRED_PARTS = (
+    "SELECT VALUE id FROM chord_part WHERE updated_at >= $epoch AND updated_at < $cutoff"
+)
 
 #: Delete what is older than the cutoff (each table on its index), and expired claims.
 CLEANUP = f"""
 DELETE ({EXPIRED_TASKS});
 DELETE ({EXPIRED_GROUPS});
 DELETE ({EXPIRED_CHORDS});
+DELETE ({EXPIRED_PARTS});
 DELETE dedup WHERE expires_at < time::now();
 """
 

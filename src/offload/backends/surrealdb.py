@@ -34,7 +34,7 @@ from celery import maybe_signature, states
 from celery.backends.base import KeyValueStoreBackend
 from celery.exceptions import ChordError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
-from celery.result import GroupResult, allow_join_result
+from celery.result import GroupResult, ResultSet, allow_join_result
 from kombu.utils.encoding import bytes_to_str
 from surrealdb import RecordID
 
@@ -289,13 +289,27 @@ class SurrealDBBackend(KeyValueStoreBackend):
         self.delete(self.get_key_for_task(task_id))
 
     # --- chords -----------------------------------------------------------------------------
-    def add_to_chord(self, group_id: str, result: Any) -> None:
-        """``Task.add_to_chord``: the chord waits for one more header task."""
-        self._one(queries.CHORD_ADD, rid=self.get_key_for_chord(group_id), now=_utcnow())
+    def _apply_chord_incr(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
+        """Save the header group, and for a header of plain tasks its member ids in order."""
+        self.ensure_chords_allowed()
+        header = self.app.GroupResult(*header_result_args)
+        simple = all(not isinstance(r, ResultSet) for r in header.results)
+        self.store.query(queries.CHORD_APPLY, {
+            "group": self.get_key_for_group(header.id),
+            "doc": self.encode({"result": header.as_tuple()}).stamped(_utcnow()),
+            "rid": self.get_key_for_chord(header.id),
+            "members": [r.id for r in header.results] if simple else None,
+            "now": _utcnow(),
+        })
 
     def set_chord_size(self, group_id: str, chord_size: int) -> None:
         """Celery tells the size before sending the last header task: keep it with the chord."""
         self._one(queries.CHORD_SIZE, rid=self.get_key_for_chord(group_id), size=int(chord_size),
+                  now=_utcnow())
+
+    def add_to_chord(self, group_id: str, result: Any) -> None:
+        """``Task.add_to_chord``: the chord waits for one more header task."""
+        self._one(queries.CHORD_ADD, rid=self.get_key_for_chord(group_id), task=result.id,
                   now=_utcnow())
 
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
@@ -307,26 +321,31 @@ class SurrealDBBackend(KeyValueStoreBackend):
         group_id, task_id = request.group, request.id
         if not group_id or not task_id or not request.chord:
             return
-        app = self.app
-        callback = maybe_signature(request.chord, app=app)
-        deps = None
+        callback = maybe_signature(request.chord, app=self.app)
         claim = uuid4().hex
-        size = request.chord.get("chord_size")
-        reply = self._chord_part(group_id, task_id, size, claim)
-        if reply["size"] is None:  # finished before Celery stored the size: ask the group
+        reply = self._chord_part(group_id, task_id, request.chord.get("chord_size"), claim)
+        deps = None
+        if reply["expected"] < 0:  # a nested header, finished before Celery stored its size
             deps = self._restore_chord_group(group_id, callback)
             if deps is None:
                 return
             reply = self._chord_part(group_id, task_id, len(deps), claim)
         if reply["fired_by"] != claim:
             return
+        members = reply.get("members")
+        values = self._ready_values(members) if members and deps is None else None
+        if values is not None:  # every header task succeeded: no group to restore or join
+            self._send_callback(group_id, callback, values)
+            self._one(queries.CHORD_DONE, group=self.get_key_for_group(group_id),
+                      parts=[RecordID("chord_part", [group_id, m]) for m in members])
+            self._cache.pop(group_id, None)
+            return
+        deps = deps or self._restore_chord_group(group_id, callback)
         if deps is None:
-            deps = self._restore_chord_group(group_id, callback)
-            if deps is None:
-                return
+            return
         try:
             with allow_join_result():
-                values = deps.join_native(timeout=app.conf.result_chord_join_timeout,
+                values = deps.join_native(timeout=self.app.conf.result_chord_join_timeout,
                                           propagate=True)
         except Exception as exc:
             culprit = next(deps._failed_join_report(), None)
@@ -334,23 +353,44 @@ class SurrealDBBackend(KeyValueStoreBackend):
             log.exception("Chord %r raised: %r", group_id, reason)
             self.chord_error_from_stack(callback, _chord_error(reason, exc))
         else:
-            publish = getattr(app.amqp, "_retry_publish", None)
-            try:
-                if publish is not None:
-                    publish(callback.delay, values)
-                else:  # pragma: no cover - older Celery
-                    callback.delay(values)
-            except Exception as exc:
-                log.exception("Chord %r: sending the callback failed", group_id)
-                self.chord_error_from_stack(callback, _chord_error(f"Callback error: {exc!r}", exc))
+            self._send_callback(group_id, callback, values)
         finally:
             deps.delete()
 
     def _chord_part(self, group_id: str, task_id: str, size: int | None, claim: str) -> Any:
-        return self._one(
-            queries.CHORD_PART, rid=self.get_key_for_chord(group_id), part=task_id,
-            size=None if size is None else int(size), claim=claim, now=_utcnow(),
-        )[0]
+        results = self.store.query(queries.CHORD_PART, {
+            "rid": self.get_key_for_chord(group_id),
+            "part": RecordID("chord_part", [group_id, task_id]),
+            "size": None if size is None else int(size), "claim": claim, "now": _utcnow(),
+        })
+        # the SELECT's answer (engines differ in what BEGIN/COMMIT/LET report)
+        return next(r for r in reversed(results) if isinstance(r, dict) and "fired_by" in r)
+
+    def _ready_values(self, members: list[str]) -> list[Any] | None:
+        """The header's results in order, if every one of them succeeded (else None)."""
+        rows = self._one(queries.CHORD_VALUES, rids=[self.get_key_for_task(m) for m in members])
+        if len(rows) != len(members):
+            return None  # a result is missing: the join waits for it or reports it
+        values = []
+        for status, result, typed, payload in rows:
+            if status != states.SUCCESS:
+                return None  # a failure: the join raises it and the callback gets a ChordError
+            if payload is not None:  # another serializer: Celery decodes it
+                values.append(super().decode(payload)["result"])
+            else:
+                values.append(revive(result) if typed else result)
+        return values
+
+    def _send_callback(self, group_id: str, callback: Any, values: list[Any]) -> None:
+        publish = getattr(self.app.amqp, "_retry_publish", None)
+        try:
+            if publish is not None:
+                publish(callback.delay, values)
+            else:  # pragma: no cover - older Celery
+                callback.delay(values)
+        except Exception as exc:
+            log.exception("Chord %r: sending the callback failed", group_id)
+            self.chord_error_from_stack(callback, _chord_error(f"Callback error: {exc!r}", exc))
 
     def _restore_chord_group(self, group_id: str, callback: Any) -> GroupResult | None:
         try:

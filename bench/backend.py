@@ -1,0 +1,435 @@
+"""Result backend benchmark: offload's SurrealDB backend against surrealdb-celery-backend 0.3.0
+and Celery's Redis backend, side by side in one process and one run.
+
+    .venv/bin/python bench/backend.py            # full run (about two to four minutes)
+    .venv/bin/python bench/backend.py --quick    # smaller numbers, for a smoke check
+
+What is measured (per backend, interleaved round by round so machine noise hits all alike):
+
+* store / get: ``store_result`` and an uncached ``get_task_meta`` of 5,000 small results,
+  µs per operation (median of the per-operation times);
+* group join: a 100-member ``GroupResult.join_native`` against reading the members one by one;
+* chord latency: a 1,000-part chord through a real worker (threads pool, in-process broker):
+  time from the last header task finishing to the callback starting;
+* chord race: 4 worker threads x 50 chords of 100 parts with frequent thread switches,
+  counting chords whose callback ran twice or never;
+* the engine floor: the same operations through the official SDK client on the same engine.
+
+surrealdb-celery-backend is installed in ``bench/.venv-baseline`` (git-ignored; created on
+first run, never part of the project's dependencies). The script re-runs itself with that
+venv's interpreter, which also sees ``.venv``. The package cannot run on the surrealdb-embedded
+engine (its ``type::thing`` is SurrealQL 2 only), so it runs on the SDK's bundled embedded
+engine; its ``signin`` fails on an embedded engine, so the harness skips that one call, and
+since each of its per-thread instances would open a private ``mem://`` database, the harness
+gives them one shared client. Redis uses a logical database claimed like tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE_VENV = ROOT / "bench" / ".venv-baseline"
+BASELINE_PACKAGE = "surrealdb-celery-backend==0.3.0"
+
+
+# --- the baseline venv -------------------------------------------------------------------------
+
+
+def in_baseline_venv() -> bool:
+    return Path(sys.prefix).resolve() == BASELINE_VENV.resolve()
+
+
+def ensure_baseline_venv() -> Path:
+    python = BASELINE_VENV / "bin" / "python"
+    stamp = BASELINE_VENV / ".installed"
+    if stamp.exists() and stamp.read_text() == BASELINE_PACKAGE:
+        return python
+    main_python = ROOT / ".venv" / "bin" / "python"
+    subprocess.run([str(main_python), "-m", "venv", "--clear", str(BASELINE_VENV)], check=True)
+    paths = subprocess.run(
+        [str(main_python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True).stdout.strip()
+    mine = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True).stdout.strip()
+    # see .venv's packages (offload's editable install included), then add the baseline alone
+    Path(mine, "offload-dotvenv.pth").write_text(f"import site; site.addsitedir({paths!r})\n")
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps",
+                    BASELINE_PACKAGE], check=True)
+    stamp.write_text(BASELINE_PACKAGE)
+    return python
+
+
+# --- backends under test ---------------------------------------------------------------------
+
+
+def redis_db():
+    """A Redis logical database claimed with the lock keys of tests/conftest.py (or None)."""
+    import redis
+
+    try:
+        lock = redis.Redis(host="127.0.0.1", port=6379, db=0, socket_connect_timeout=2)
+        lock.ping()
+    except redis.RedisError:
+        return None, None
+    token = f"bench-{os.getpid()}-{uuid.uuid4().hex}"
+    for db in range(1, 16):
+        if lock.set(f"offload:test-db-lock:{db}", token, nx=True, ex=3600):
+            redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
+
+            def release() -> None:
+                redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
+                if lock.get(f"offload:test-db-lock:{db}") == token.encode():
+                    lock.delete(f"offload:test-db-lock:{db}")
+
+            return db, release
+    return None, None
+
+
+def baseline_class():
+    from surrealdb import Surreal
+    from surrealdb_celery_backend.backend import SurrealDBBackend as Package
+
+    shared: dict[str, object] = {}
+    lock = threading.Lock()
+
+    class BaselineOnEmbedded(Package):
+        """The package as is, minus its ``signin`` (refused by an embedded engine), with one
+        client per process (each per-thread instance would open a private ``mem://``)."""
+
+        def _ensure_connected(self):
+            if self._connected and self._client:
+                return
+            with lock:
+                if "client" not in shared:
+                    client = Surreal(self._url)
+                    client.connect()
+                    client.use(namespace=self._namespace, database=self._database)
+                    shared["client"] = client
+            self._client = shared["client"]
+            self._connected = True
+
+    return BaselineOnEmbedded
+
+
+def make_app(kind: str, redis_url: str | None):
+    from celery import Celery
+
+    name = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+    conf = dict(
+        task_default_queue=f"q-{name}", result_extended=False, task_serializer="json",
+        result_serializer="json", accept_content=["json"], worker_hijack_root_logger=False,
+        broker_transport_options={"polling_interval": 0.005}, result_chord_join_timeout=60,
+        surrealdb_database=f"bench_{uuid.uuid4().hex[:8]}",
+    )
+    if kind == "offload":
+        app = Celery(name, broker="memory://", backend="surrealdb+mem://", set_as_current=False)
+    elif kind == "baseline":
+        app = Celery(name, broker="memory://", set_as_current=False)
+        conf["result_backend"] = baseline_class()
+        conf["surrealdb_url"] = "mem://"
+    else:
+        app = Celery(name, broker="memory://", backend=redis_url, set_as_current=False)
+    app.conf.update(conf)
+    return app
+
+
+# --- measurements ----------------------------------------------------------------------------
+
+
+def per_op(fn: Callable[[int], object], ids: range) -> list[float]:
+    samples = []
+    clock = time.perf_counter
+    for i in ids:
+        started = clock()
+        fn(i)
+        samples.append((clock() - started) * 1e6)
+    return samples
+
+
+def store_and_get(apps: dict, n: int, rounds: int) -> dict[str, dict[str, list[float]]]:
+    from celery import states
+
+    value = {"rows": 12, "status": "ok", "items": [1, 2, 3], "note": None}
+    samples = {kind: {"store": [], "get": []} for kind in apps}
+    prefix = {kind: uuid.uuid4().hex[:8] for kind in apps}
+    per_round = n // rounds
+    for r in range(rounds):
+        ids = range(r * per_round, (r + 1) * per_round)
+        for kind, app in apps.items():
+            backend = app.backend
+            samples[kind]["store"] += per_op(
+                lambda i: backend.store_result(f"{prefix[kind]}-{i}", value, states.SUCCESS), ids)
+        for kind, app in apps.items():
+            backend = app.backend
+            samples[kind]["get"] += per_op(
+                lambda i: backend.get_task_meta(f"{prefix[kind]}-{i}", cache=False), ids)
+    return samples
+
+
+def group_join(apps: dict, members: int, rounds: int) -> dict[str, dict[str, float]]:
+    from celery import states
+    from celery.result import GroupResult
+
+    out = {}
+    for kind, app in apps.items():
+        backend = app.backend
+        ids = [f"g-{uuid.uuid4().hex}" for _ in range(members)]
+        for i, task_id in enumerate(ids):
+            backend.store_result(task_id, i, states.SUCCESS)
+        native, one_by_one = [], []
+        for _ in range(rounds):
+            group = GroupResult(uuid.uuid4().hex, [app.AsyncResult(t) for t in ids], app=app)
+            backend._cache.clear()
+            started = time.perf_counter()
+            if group.supports_native_join:
+                assert group.join_native(timeout=30) == list(range(members))
+            else:
+                assert group.join(timeout=30) == list(range(members))
+            native.append((time.perf_counter() - started) * 1e3)
+            backend._cache.clear()
+            started = time.perf_counter()
+            values = [backend.get_task_meta(t, cache=False)["result"] for t in ids]
+            one_by_one.append((time.perf_counter() - started) * 1e3)
+            assert values == list(range(members))
+        out[kind] = {"join": statistics.median(native), "one_by_one": statistics.median(one_by_one),
+                     "native": group.supports_native_join}
+    return out
+
+
+class ChordProbe:
+    """Tasks recording when header bodies end and when the callback starts."""
+
+    def __init__(self, app) -> None:
+        self.lock = threading.Lock()
+        self.header_end: dict[str, float] = {}
+        self.callback_start: dict[str, list[float]] = {}
+        probe = self
+
+        @app.task(name="bench.part", shared=False, bind=True)
+        def part(task, i, tag):
+            with probe.lock:
+                probe.header_end[tag] = max(probe.header_end.get(tag, 0.0), time.perf_counter())
+            return i
+
+        @app.task(name="bench.callback", shared=False)
+        def callback(values, tag):
+            now = time.perf_counter()
+            with probe.lock:
+                probe.callback_start.setdefault(tag, []).append(now)
+            return len(values)
+
+        self.part, self.callback = part, callback
+
+    def launch(self, tag: str, size: int):
+        from celery import chord
+
+        return chord(self.part.s(i, tag) for i in range(size))(self.callback.s(tag))
+
+    def wait(self, tags: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if all(tag in self.callback_start for tag in tags):
+                    return
+            time.sleep(0.01)
+
+
+def chord_latency(app, size: int, runs: int) -> tuple[float | None, str]:
+    from celery.contrib.testing.worker import start_worker
+
+    probe = ChordProbe(app)
+    latencies = []
+    with start_worker(app, pool="threads", concurrency=8, perform_ping_check=False,
+                      loglevel="ERROR", shutdown_timeout=60):
+        for _ in range(runs):
+            tag = uuid.uuid4().hex
+            probe.launch(tag, size)
+            probe.wait([tag], timeout=120)
+            with probe.lock:
+                if tag not in probe.callback_start:
+                    return None, "callback never ran"
+                latencies.append((probe.callback_start[tag][0] - probe.header_end[tag]) * 1e3)
+        stop_worker(app)
+    return statistics.median(latencies), ""
+
+
+def chord_race(app, chords: int, parts: int, threads: int) -> tuple[int, int]:
+    from celery.contrib.testing.worker import start_worker
+
+    probe = ChordProbe(app)
+    tags = [uuid.uuid4().hex for _ in range(chords)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads switch often: the interleavings of a busy worker
+    try:
+        with start_worker(app, pool="threads", concurrency=threads, perform_ping_check=False,
+                          loglevel="CRITICAL", shutdown_timeout=60):
+            for tag in tags:
+                probe.launch(tag, parts)
+            probe.wait(tags, timeout=180)
+            time.sleep(2.0)  # let duplicates (or a late unlock) arrive
+            stop_worker(app)
+    finally:
+        sys.setswitchinterval(switch)
+    with probe.lock:
+        counts = Counter({tag: len(probe.callback_start.get(tag, ())) for tag in tags})
+    return sum(1 for c in counts.values() if c > 1), sum(1 for c in counts.values() if c == 0)
+
+
+def stop_worker(app) -> None:
+    """Wake the worker so it notices the stop request now, not at its next 2 s poll."""
+    from celery.worker import state
+
+    state.should_terminate = 0
+    app.send_task("celery.accumulate", args=(0,), ignore_result=True)
+
+
+def engine_floor(kind: str, n: int) -> dict[str, float]:
+    """The official SDK client on the same engine: bare round trip, record read, upsert."""
+    from surrealdb import RecordID, Surreal
+
+    db = Surreal("mem://")
+    if kind == "surrealdb-embedded":
+        from surrealdb_embedded import SyncEmbeddedDB
+
+        db._db = SyncEmbeddedDB("mem://")  # the engine offload uses, behind the SDK's client
+    db.connect()
+    db.use("bench", "floor")
+    db.query("DEFINE TABLE IF NOT EXISTS task SCHEMALESS")
+    doc = {"status": "SUCCESS", "result": {"rows": 12, "status": "ok", "items": [1, 2, 3]},
+           "traceback": None, "children": [], "date_done": datetime.now(UTC), "task_id": ""}
+    prefix = uuid.uuid4().hex[:6]
+    out = {}
+    out["round trip"] = statistics.median(per_op(lambda i: db.query("RETURN 1"), range(n)))
+    out["upsert"] = statistics.median(per_op(
+        lambda i: db.upsert(RecordID("task", f"{prefix}{i}"), {**doc, "task_id": str(i)}),
+        range(n)))
+    out["read"] = statistics.median(per_op(
+        lambda i: db.select(RecordID("task", f"{prefix}{i}")), range(n)))
+    db.close()
+    return out
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def fmt(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.1f}{unit}" if value < 100 else f"{value:,.0f}{unit}"
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if not a or not b else f"{a / b:.2f}x"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke check)")
+    args = parser.parse_args()
+    if not in_baseline_venv():
+        python = ensure_baseline_venv()
+        os.execv(str(python), [str(python), __file__, *sys.argv[1:]])
+
+    import logging
+
+    logging.disable(logging.WARNING)
+    n, rounds = (1000, 2) if args.quick else (5000, 5)
+    chord_size, chord_runs = (200, 1) if args.quick else (1000, 3)
+    race_chords = 10 if args.quick else 50
+
+    db, release = redis_db()
+    kinds = ["offload", "baseline"] + (["redis"] if db else [])
+    redis_url = f"redis://127.0.0.1:6379/{db}" if db else None
+    try:
+        apps = {kind: make_app(kind, redis_url) for kind in kinds}
+        print(f"store/get: {n} results per backend, {rounds} interleaved rounds", flush=True)
+        samples = store_and_get(apps, n, rounds)
+        print("group join: 100 members", flush=True)
+        joins = group_join(apps, 100, 15)
+        floors = {engine: engine_floor(engine, min(n, 3000))
+                  for engine in ("surrealdb-embedded", "sdk-bundled")}
+        latency, note = {}, {}
+        races = {}
+        for kind in kinds:
+            print(f"chord latency and race: {kind}", flush=True)
+            latency[kind], note[kind] = chord_latency(make_app(kind, redis_url), chord_size,
+                                                      chord_runs)
+            races[kind] = chord_race(make_app(kind, redis_url), race_chords, 100, 4)
+    finally:
+        if release:
+            release()
+
+    med = {k: {op: statistics.median(v) for op, v in ops.items()} for k, ops in samples.items()}
+    floor = floors["surrealdb-embedded"]
+    cols = kinds
+    print()
+    print(f"{'metric':36}" + "".join(f"{c:>14}" for c in cols))
+    print("-" * (36 + 14 * len(cols)))
+
+    def row(label: str, values: dict, unit: str = "") -> None:
+        print(f"{label:36}" + "".join(f"{fmt(values.get(c), unit):>14}" for c in cols))
+
+    row("store, µs/op (median)", {k: med[k]["store"] for k in kinds})
+    row("get, µs/op (median)", {k: med[k]["get"] for k in kinds})
+    row("store, µs/op (mean)", {k: statistics.fmean(samples[k]["store"]) for k in kinds})
+    row("get, µs/op (mean)", {k: statistics.fmean(samples[k]["get"]) for k in kinds})
+    row("100-member join, ms", {k: joins[k]["join"] for k in kinds})
+    row("100 members one by one, ms", {k: joins[k]["one_by_one"] for k in kinds})
+    row(f"chord {chord_size}: last part -> callback, ms", latency)
+    print(f"{'chord race: doubled / missing':36}" + "".join(
+        f"{f'{races[k][0]}/{races[k][1]} of {race_chords}':>14}" for k in cols))
+    print()
+    print("engine floor through the official SDK client (µs/op, median):")
+    for engine, values in floors.items():
+        print(f"  {engine:20} " + ", ".join(f"{op} {fmt(v)}" for op, v in values.items()))
+    print("  (offload runs on surrealdb-embedded; surrealdb-celery-backend on sdk-bundled)")
+    print()
+    print("ratios (offload / other; below 1.00x is faster):")
+    for other in [k for k in kinds if k != "offload"]:
+        print(f"  vs {other:9} store {ratio(med['offload']['store'], med[other]['store'])}, "
+              f"get {ratio(med['offload']['get'], med[other]['get'])}, "
+              f"chord latency {ratio(latency['offload'], latency[other])}")
+    print(f"  vs floor     store {ratio(med['offload']['store'], floor['upsert'])} of upsert, "
+          f"get {ratio(med['offload']['get'], floor['read'])} of read")
+    speedup = joins["offload"]["one_by_one"] / joins["offload"]["join"]
+    print(f"  group join   {speedup:.1f}x faster than reading the 100 members one by one")
+    for kind in kinds:
+        if note.get(kind):
+            print(f"  note: {kind}: {note[kind]}")
+    print()
+    print(
+        "SUMMARY offload store {s:.0f} µs ({sf} floor{sr}), get {g:.0f} µs ({gf} floor{gr}); "
+        "join {j:.1f}x one-by-one; chord callback {lat} ms after last part{lo}; "
+        "race doubled/missing {rd}/{rm} of {rc}{ro}".format(
+            s=med["offload"]["store"], g=med["offload"]["get"],
+            sf=ratio(med["offload"]["store"], floor["upsert"]),
+            gf=ratio(med["offload"]["get"], floor["read"]),
+            sr="".join(f", {ratio(med['offload']['store'], med[k]['store'])} {k}"
+                       for k in kinds if k != "offload"),
+            gr="".join(f", {ratio(med['offload']['get'], med[k]['get'])} {k}"
+                       for k in kinds if k != "offload"),
+            j=speedup, lat=fmt(latency["offload"]),
+            lo="".join(f" ({k} {fmt(latency[k])} ms)" for k in kinds if k != "offload"),
+            rd=races["offload"][0], rm=races["offload"][1], rc=race_chords,
+            ro="".join(f" ({k} {races[k][0]}/{races[k][1]})" for k in kinds if k != "offload"),
+        ),
+        flush=True,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
