@@ -89,7 +89,7 @@ def redis_db():
         if lock.set(f"offload:test-db-lock:{db}", token, nx=True, ex=3600):
             redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
 
-            def release() -> None:
+            def release(db: int = db) -> None:
                 redis.Redis(host="127.0.0.1", port=6379, db=db).flushdb()
                 if lock.get(f"offload:test-db-lock:{db}") == token.encode():
                     lock.delete(f"offload:test-db-lock:{db}")
@@ -128,12 +128,13 @@ def make_app(kind: str, redis_url: str | None):
     from celery import Celery
 
     name = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
-    conf = dict(
-        task_default_queue=f"q-{name}", result_extended=False, task_serializer="json",
-        result_serializer="json", accept_content=["json"], worker_hijack_root_logger=False,
-        broker_transport_options={"polling_interval": 0.005}, result_chord_join_timeout=60,
-        surrealdb_database=f"bench_{uuid.uuid4().hex[:8]}",
-    )
+    conf = {
+        "task_default_queue": f"q-{name}", "result_extended": False, "task_serializer": "json",
+        "result_serializer": "json", "accept_content": ["json"],
+        "worker_hijack_root_logger": False, "result_chord_join_timeout": 60,
+        "broker_transport_options": {"polling_interval": 0.005},
+        "surrealdb_database": f"bench_{uuid.uuid4().hex[:8]}",
+    }
     if kind == "offload":
         app = Celery(name, broker="memory://", backend="surrealdb+mem://", set_as_current=False)
     elif kind == "baseline":
@@ -169,13 +170,14 @@ def store_and_get(apps: dict, n: int, rounds: int) -> dict[str, dict[str, list[f
     for r in range(rounds):
         ids = range(r * per_round, (r + 1) * per_round)
         for kind, app in apps.items():
-            backend = app.backend
+            store = app.backend.store_result
             samples[kind]["store"] += per_op(
-                lambda i: backend.store_result(f"{prefix[kind]}-{i}", value, states.SUCCESS), ids)
+                lambda i, store=store, p=prefix[kind]: store(f"{p}-{i}", value, states.SUCCESS),
+                ids)
         for kind, app in apps.items():
-            backend = app.backend
+            get = app.backend.get_task_meta
             samples[kind]["get"] += per_op(
-                lambda i: backend.get_task_meta(f"{prefix[kind]}-{i}", cache=False), ids)
+                lambda i, get=get, p=prefix[kind]: get(f"{p}-{i}", cache=False), ids)
     return samples
 
 
