@@ -137,6 +137,12 @@ def test_chord_with_a_group_inside_its_header(tasks, worker):
     assert result.get(timeout=TIMEOUT) == [2, 4, 6]
 
 
+def test_chord_with_a_lazy_generator_header(app, tasks, worker):
+    header = (tasks["add"].s(i, i) for i in range(6))
+    result = chord(header, tasks["tsum"].s()).apply_async()
+    assert result.get(timeout=TIMEOUT) == 30
+
+
 def test_add_to_chord_extends_the_header(tasks, worker):
     result = chord([tasks["grow"].s(1), tasks["identity"].s(2)])(tasks["collect"].s())
     assert result.get(timeout=TIMEOUT) == [1, 2, 100]

@@ -112,8 +112,9 @@ def test_counting_is_idempotent_per_part(app):
     backend = app.backend
     group_id = str(uuid.uuid4())
     backend.set_chord_size(group_id, 3)
-    replies = [backend._chord_part(group_id, task_id, None, uuid.uuid4().hex)
-               for task_id in ("a", "a", "b", "b", "c", "c")]
+    replies = [backend._chord_part(group_id, task_id, n // 2, states.SUCCESS, n, None,
+                                   uuid.uuid4().hex)
+               for n, task_id in enumerate(("a", "a", "b", "b", "c", "c"))]
     assert [r["n"] for r in replies] == [1, 1, 2, 2, 3, 3]
     assert [r["fired_by"] is not None for r in replies] == [False] * 4 + [True, True]
     assert replies[4]["fired_by"] == replies[5]["fired_by"]  # the second caller is not it
@@ -127,8 +128,8 @@ class Recording(SurrealDBBackend):
         self.decisions: list[bool] = []
         self.decisions_lock = threading.Lock()
 
-    def _chord_part(self, group_id, task_id, size, claim):
-        reply = super()._chord_part(group_id, task_id, size, claim)
+    def _chord_part(self, group_id, task_id, index, state, result, size, claim):
+        reply = super()._chord_part(group_id, task_id, index, state, result, size, claim)
         with self.decisions_lock:
             self.decisions.append(reply["fired_by"] == claim)
         return reply
@@ -143,7 +144,7 @@ class TwoStatementCounting(Recording):
 
     barrier: threading.Barrier
 
-    def _chord_part(self, group_id, task_id, size, claim):
+    def _chord_part(self, group_id, task_id, index, state, result, size, claim):
         key = self.get_key_for_chord(group_id)
         self._one("UPSERT $rid SET counter += 1 RETURN NONE", rid=key)
         self.barrier.wait(timeout=10)
@@ -151,8 +152,9 @@ class TwoStatementCounting(Recording):
         fired = row["counter"] >= row["size"]
         with self.decisions_lock:
             self.decisions.append(fired)
+        parts = [[t, states.SUCCESS, 0, False, None] for t in range(row["counter"])]
         return {"n": row["counter"], "expected": row["size"], "fired_by": claim if fired else None,
-                "members": None}
+                "parts": parts}
 
 
 def twin(app, cls):
@@ -195,7 +197,7 @@ def test_a_chord_part_costs_the_same_however_big_the_chord(app):
     timings = []
     for n in range(3000):
         started = time.perf_counter()
-        backend._chord_part(group_id, f"t{n}", None, "claim")
+        backend._chord_part(group_id, f"t{n}", n, states.SUCCESS, n, None, "claim")
         timings.append(time.perf_counter() - started)
     first, last = sorted(timings[:300])[150], sorted(timings[-300:])[150]
     assert last < first * 3  # no growing array rewritten on every part

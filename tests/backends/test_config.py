@@ -95,6 +95,7 @@ def test_a_password_never_shows_in_the_description():
     ("url", "message"),
     [
         ("http://db:8000", "use ws://"),
+        ("surrealdb+rocksdb:///var/lib/x", "no RocksDB"),
         ("redis://x", "unknown SurrealDB URL scheme"),
         ("surrealkv://", "needs a directory"),
         ("ws://:8000/rpc", "names no host"),

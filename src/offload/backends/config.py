@@ -27,12 +27,14 @@ from offload.errors import ConfigurationError
 __all__ = ["EMBEDDED_SCHEMES", "SERVER_SCHEMES", "SurrealConfig", "is_embedded_url"]
 
 #: Schemes served by the embedded engine in this process (surrealdb-embedded).
-EMBEDDED_SCHEMES = frozenset({"mem", "memory", "surrealkv", "rocksdb", "file"})
+EMBEDDED_SCHEMES = frozenset({"mem", "memory", "surrealkv", "file"})
 #: Schemes of a SurrealDB server reached over the network.
 SERVER_SCHEMES = frozenset({"ws", "wss"})
 _UNSUPPORTED = {
     "http": "the HTTP protocol has no session; use ws:// (or wss://) for the same server",
     "https": "the HTTP protocol has no session; use wss:// for the same server",
+    "rocksdb": "the embedded engine (surrealdb-embedded) has no RocksDB storage; use "
+               "surrealdb+surrealkv:///path for an on-disk store",
 }
 DEFAULT_URL = "ws://localhost:8000/rpc"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})

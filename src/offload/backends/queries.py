@@ -44,52 +44,42 @@ DELETE = "DELETE $rid"
 #: Celery's key-value ``incr``: one statement, returns the new value.
 INCR = "UPSERT $rid SET counter += 1, updated_at = $now RETURN VALUE counter"
 
-#: A chord is applied: save its header group (GroupResult.restore keeps working) and, for a
-#: header of plain tasks, the member ids in order, so the last part can answer at once.
-CHORD_APPLY = """
-UPSERT $group CONTENT $doc RETURN NONE;
-UPSERT $rid SET members = $members ?? NONE, updated_at = $now RETURN NONE;
-"""
-
 #: One header task of a chord has finished: one transaction, in one request.
-#: ``chord_part:[group, task]`` remembers which tasks were counted, so a redelivered task or a
-#: retried call counts once; ``fired_by`` is claimed by exactly one caller's ``$claim`` token,
-#: in the same transaction that completes the count. The parts expected: the size
-#: ``set_chord_size`` stored (else ``$size``) plus tasks added later, else the number of
-#: members. Answers {n, expected, fired_by, members}; members only for the caller that fired.
-#: Every step costs the same however big the chord is.
+#: ``chord_part:[group, index, task]`` records the task's state and value once (a redelivered
+#: task or a retried call rewrites the same record and is not counted again); ``fired_by`` is
+#: claimed by exactly one caller's ``$claim`` token, in the same transaction that completes
+#: the count. The parts expected: the size ``set_chord_size`` stored (else ``$size``) plus the
+#: tasks added later. Answers {n, expected, fired_by, parts}; ``parts`` (the header's results
+#: in group order) only for the caller that fired. Each part costs the same whatever the size.
 CHORD_PART = """
 BEGIN TRANSACTION;
-LET $seen = (UPSERT $part SET updated_at = $now RETURN BEFORE)[0];
+LET $seen = (UPSERT $part CONTENT $value RETURN BEFORE)[0];
 LET $chord = (UPSERT $rid SET n += IF $seen == NONE THEN 1 ELSE 0 END, updated_at = $now
     RETURN AFTER)[0];
 LET $size_known = $chord.size ?? $size ?? -1;
-LET $expected = IF $size_known >= 0 THEN $size_known + ($chord.added ?? 0)
-    ELSE IF $chord.members != NONE THEN array::len($chord.members) ELSE -1 END;
+LET $expected = IF $size_known >= 0 THEN $size_known + ($chord.added ?? 0) ELSE -1 END;
 UPDATE $rid SET fired_by = $claim
     WHERE fired_by == NONE AND $expected >= 0 AND n >= $expected RETURN NONE;
-SELECT n, $expected AS expected, fired_by,
-    IF fired_by == $claim THEN members ELSE NONE END AS members FROM ONLY $rid;
+SELECT n, $expected AS expected, fired_by, nested ?? false AS nested,
+    IF fired_by == $claim THEN (
+        SELECT VALUE [task, state, value, typed, payload]
+        FROM chord_part:[$group_id, NONE]..[$group_id, ..]
+    ) ELSE NONE END AS parts
+    FROM ONLY $rid;
 COMMIT TRANSACTION;
 """
 
-#: The last part's read of the header results (the fields a value needs, nothing else).
-#: Rows come back in the order asked for; a missing one is left out.
-CHORD_VALUES = "SELECT VALUE [status, result, typed, payload] FROM $rids"
-
-#: After the callback is sent: the header group and the part markers are not needed anymore.
-CHORD_DONE = "DELETE $group; DELETE $parts;"
+#: After the callback is sent (or failed): the part records are not needed anymore.
+CHORD_DONE = "DELETE chord_part:[$group_id, NONE]..[$group_id, ..]"
 
 #: The number of header tasks, stored when the chord is applied.
 CHORD_SIZE = "UPSERT $rid SET size = $size, updated_at = $now RETURN NONE"
 
-#: Task.add_to_chord: one more header part to wait for (and, for a header of plain tasks, one
-#: more member whose value the callback gets).
-CHORD_ADD = """
-UPSERT $rid SET added += 1, updated_at = $now,
-    members = IF members != NONE THEN array::concat(members, [$task]) ELSE NONE END
-RETURN NONE
-"""
+#: Task.add_to_chord: one more header part to wait for.
+CHORD_ADD = "UPSERT $rid SET added += 1, updated_at = $now RETURN NONE"
+
+#: A header with nested groups keeps Celery's slow path: its saved group is joined.
+CHORD_NESTED = "UPSERT $rid SET nested = true, updated_at = $now RETURN NONE"
 
 #: Take the dedup claim if it is free, expired, or already ours (then refresh the TTL).
 #: Returns the owner after the statement: ``$owner`` means the caller holds it.

@@ -35,6 +35,7 @@ from celery.backends.base import KeyValueStoreBackend
 from celery.exceptions import ChordError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import GroupResult, ResultSet, allow_join_result
+from celery.utils.functional import _regen
 from kombu.utils.encoding import bytes_to_str
 from surrealdb import RecordID
 
@@ -290,17 +291,15 @@ class SurrealDBBackend(KeyValueStoreBackend):
 
     # --- chords -----------------------------------------------------------------------------
     def _apply_chord_incr(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
-        """Save the header group, and for a header of plain tasks its member ids in order."""
+        """Save the header group (not a lazy generator header: that would unroll it early);
+        a header with nested groups is marked, so its callback gets the nested structure."""
         self.ensure_chords_allowed()
+        if isinstance(header_result_args[1], _regen):
+            return
         header = self.app.GroupResult(*header_result_args)
-        simple = all(not isinstance(r, ResultSet) for r in header.results)
-        self.store.query(queries.CHORD_APPLY, {
-            "group": self.get_key_for_group(header.id),
-            "doc": self.encode({"result": header.as_tuple()}).stamped(_utcnow()),
-            "rid": self.get_key_for_chord(header.id),
-            "members": [r.id for r in header.results] if simple else None,
-            "now": _utcnow(),
-        })
+        header.save(backend=self)
+        if any(isinstance(r, ResultSet) for r in header.results):
+            self._one(queries.CHORD_NESTED, rid=self.get_key_for_chord(header.id), now=_utcnow())
 
     def set_chord_size(self, group_id: str, chord_size: int) -> None:
         """Celery tells the size before sending the last header task: keep it with the chord."""
@@ -309,77 +308,93 @@ class SurrealDBBackend(KeyValueStoreBackend):
 
     def add_to_chord(self, group_id: str, result: Any) -> None:
         """``Task.add_to_chord``: the chord waits for one more header task."""
-        self._one(queries.CHORD_ADD, rid=self.get_key_for_chord(group_id), task=result.id,
-                  now=_utcnow())
+        self._one(queries.CHORD_ADD, rid=self.get_key_for_chord(group_id), now=_utcnow())
 
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
-        """A header task finished: count it, and if it completed the chord, fire the callback.
+        """A header task finished: record it, and if it completed the chord, fire the callback.
 
-        Exactly one caller gets the callback (see ``queries.CHORD_PART``); a failed header
-        task or a callback that cannot be sent becomes a ChordError on the callback's result.
+        Exactly one caller fires (see ``queries.CHORD_PART``), with the header's results in
+        group order from the same transaction; a failed header task becomes a ChordError on
+        the callback's result (``Dependency <id> raised ...``), as with Celery's Redis backend.
         """
         group_id, task_id = request.group, request.id
         if not group_id or not task_id or not request.chord:
             return
-        callback = maybe_signature(request.chord, app=self.app)
         claim = uuid4().hex
-        reply = self._chord_part(group_id, task_id, request.chord.get("chord_size"), claim)
-        deps = None
-        if reply["expected"] < 0:  # a nested header, finished before Celery stored its size
-            deps = self._restore_chord_group(group_id, callback)
-            if deps is None:
-                return
-            reply = self._chord_part(group_id, task_id, len(deps), claim)
+        index = getattr(request, "group_index", None)
+        reply = self._chord_part(group_id, task_id, index, state, result,
+                                 request.chord.get("chord_size"), claim)
         if reply["fired_by"] != claim:
-            return
-        members = reply.get("members")
-        values = self._ready_values(members) if members and deps is None else None
-        if values is not None:  # every header task succeeded: no group to restore or join
-            self._send_callback(group_id, callback, values)
-            self._one(queries.CHORD_DONE, group=self.get_key_for_group(group_id),
-                      parts=[RecordID("chord_part", [group_id, m]) for m in members])
-            self._cache.pop(group_id, None)
-            return
-        deps = deps or self._restore_chord_group(group_id, callback)
-        if deps is None:
-            return
+            return  # not complete yet (or already fired by another part)
+        callback = maybe_signature(request.chord, app=self.app)
         try:
-            with allow_join_result():
-                values = deps.join_native(timeout=self.app.conf.result_chord_join_timeout,
-                                          propagate=True)
-        except Exception as exc:
-            culprit = next(deps._failed_join_report(), None)
-            reason = f"Dependency {culprit.id} raised {exc!r}" if culprit else repr(exc)
-            log.exception("Chord %r raised: %r", group_id, reason)
-            self.chord_error_from_stack(callback, _chord_error(reason, exc))
+            if reply.get("nested"):
+                values = self._join_nested_header(group_id, callback)
+                if values is None:
+                    return
+            else:
+                values = self._header_values(reply.get("parts") or [])
+        except ChordError as exc:
+            log.exception("Chord %r failed", group_id)
+            self.chord_error_from_stack(callback, exc)
         else:
             self._send_callback(group_id, callback, values)
         finally:
-            deps.delete()
+            self._one(queries.CHORD_DONE, group_id=group_id)
+            self.delete_group(group_id)
 
-    def _chord_part(self, group_id: str, task_id: str, size: int | None, claim: str) -> Any:
+    def _chord_part(self, group_id: str, task_id: str, index: int | None, state: str,
+                    result: Any, size: int | None, claim: str) -> Any:
         results = self.store.query(queries.CHORD_PART, {
             "rid": self.get_key_for_chord(group_id),
-            "part": RecordID("chord_part", [group_id, task_id]),
-            "size": None if size is None else int(size), "claim": claim, "now": _utcnow(),
+            "part": RecordID("chord_part", [group_id, index, task_id]),
+            "value": {"task": task_id, "state": state, **self._part_value(result, state),
+                      "updated_at": _utcnow()},
+            "group_id": group_id, "size": None if size is None else int(size),
+            "claim": claim, "now": _utcnow(),
         })
         # the SELECT's answer (engines differ in what BEGIN/COMMIT/LET report)
         return next(r for r in reversed(results) if isinstance(r, dict) and "fired_by" in r)
 
-    def _ready_values(self, members: list[str]) -> list[Any] | None:
-        """The header's results in order, if every one of them succeeded (else None)."""
-        rows = self._one(queries.CHORD_VALUES, rids=[self.get_key_for_task(m) for m in members])
-        if len(rows) != len(members):
-            return None  # a result is missing: the join waits for it or reports it
+    def _part_value(self, result: Any, state: str) -> dict[str, Any]:
+        """A header task's result as the callback will need it (Celery's JSON, natively)."""
+        encoded = self.encode({"value": self.encode_result(result, state)})
+        document = encoded.document
+        if "payload" in document:
+            return {"value": None, "typed": None, "payload": document["payload"]}
+        return {"value": document.get("extra", {}).get("value"),
+                "typed": document.get("typed", False), "payload": None}
+
+    def _header_values(self, parts: list[list[Any]]) -> list[Any]:
+        """The callback's argument; the first failed part raises ChordError naming it."""
         values = []
-        for status, result, typed, payload in rows:
-            if status != states.SUCCESS:
-                return None  # a failure: the join raises it and the callback gets a ChordError
+        for task_id, state, value, typed, payload in parts:
             if payload is not None:  # another serializer: Celery decodes it
-                values.append(super().decode(payload)["result"])
-            else:
-                values.append(revive(result) if typed else result)
+                value = super().decode(payload)["value"]
+            elif typed:
+                value = revive(value)
+            if state in states.PROPAGATE_STATES:
+                exc = self.exception_to_python(value)
+                raise _chord_error(f"Dependency {task_id} raised {exc!r}", exc)
+            values.append(value)
         return values
+
+    def _join_nested_header(self, group_id: str, callback: Any) -> list[Any] | None:
+        """A header with nested groups: join its saved group, keeping the structure."""
+        try:
+            deps = GroupResult.restore(group_id, backend=self)
+        except Exception as exc:
+            raise ChordError(f"Cannot restore group: {exc!r}") from exc
+        if deps is None:
+            raise ChordError(f"GroupResult {group_id} no longer exists")
+        try:
+            with allow_join_result():
+                return deps.join_native(timeout=self.app.conf.result_chord_join_timeout,
+                                        propagate=True)
+        except Exception as exc:
+            culprit = next(deps._failed_join_report(), None)
+            reason = f"Dependency {culprit.id} raised {exc!r}" if culprit else repr(exc)
+            raise _chord_error(reason, exc) from exc
 
     def _send_callback(self, group_id: str, callback: Any, values: list[Any]) -> None:
         publish = getattr(self.app.amqp, "_retry_publish", None)
@@ -391,21 +406,6 @@ class SurrealDBBackend(KeyValueStoreBackend):
         except Exception as exc:
             log.exception("Chord %r: sending the callback failed", group_id)
             self.chord_error_from_stack(callback, _chord_error(f"Callback error: {exc!r}", exc))
-
-    def _restore_chord_group(self, group_id: str, callback: Any) -> GroupResult | None:
-        try:
-            deps = GroupResult.restore(group_id, backend=self)
-        except Exception as exc:
-            log.exception("Chord %r: cannot restore its group", group_id)
-            self.chord_error_from_stack(callback, ChordError(f"Cannot restore group: {exc!r}"))
-            return None
-        if deps is None:
-            try:  # chord_error_from_stack records the exception being handled
-                raise ChordError(f"GroupResult {group_id} no longer exists")
-            except ChordError as exc:
-                log.exception("Chord %r: its group is gone", group_id)
-                self.chord_error_from_stack(callback, exc)
-        return deps
 
     # --- maintenance ------------------------------------------------------------------------
     def cleanup(self) -> None:
