@@ -12,13 +12,14 @@ multi-threaded processes Celery workers are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import pickle
 import zlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,15 +104,26 @@ def default_workers(configured: int | None) -> int:
         return os.cpu_count() or 1
 
 
-def _executor(count: int, workers: int, use_pool: bool) -> Executor:
+def _executor(count: int, workers: int, use_pool: bool, daemonic: bool) -> Executor:
     if not use_pool or workers <= 1 or count < 2:
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="codegraph-parse")
-    context = multiprocessing.get_context("forkserver")
-    # The fork server imports the parsers once; every pool worker is then forked ready to
-    # parse (importing offload and the grammars costs ~1 s a process otherwise). '__main__'
-    # stays first: that is multiprocessing's own default.
-    context.set_forkserver_preload(["__main__", __name__])
+    if daemonic:
+        # A Celery prefork child: its process object (billiard's) cannot be handed to a
+        # fork server, so workers are forked from this process, which has the parsers
+        # loaded already. They only parse files: no lock of another thread is needed there.
+        context = multiprocessing.get_context("fork")
+    else:
+        context = multiprocessing.get_context("forkserver")
+        # The fork server imports the parsers once; every pool worker is then forked ready
+        # to parse (importing offload and the grammars costs ~1 s a process otherwise).
+        # '__main__' stays first: that is multiprocessing's own default.
+        context.set_forkserver_preload(["__main__", __name__])
     return ProcessPoolExecutor(max_workers=min(workers, count), mp_context=context)
+
+
+def _daemonic() -> bool:
+    config = getattr(multiprocessing.current_process(), "_config", None)
+    return isinstance(config, dict) and bool(config.get("daemon"))
 
 
 async def parse_files(
@@ -130,7 +142,46 @@ async def parse_files(
     """
     if not items:
         return
-    executor = _executor(len(items), workers, use_pool)
+    daemonic = _daemonic()
+    if use_pool and daemonic:
+        from offload.apps.codegraph import parsers  # loaded before forking
+
+        parsers.preload()
+    with _children_allowed():
+        async for outcome in _parse(root, items, max_bytes, workers, use_pool, daemonic,
+                                    on_start):
+            yield outcome
+
+
+@contextlib.contextmanager
+def _children_allowed() -> Iterator[None]:
+    """Celery's prefork pool runs tasks in daemonic processes, from which multiprocessing
+    refuses to start processes ("daemonic processes are not allowed to have children").
+    That rule guards against orphans; our pool is shut down on every path, and its workers
+    exit on their own when this process dies (their task queue closes). So the flag is lifted
+    while the pool lives."""
+    process = multiprocessing.current_process()
+    config = getattr(process, "_config", None)
+    if not isinstance(config, dict) or not config.get("daemon"):
+        yield
+        return
+    config["daemon"] = False
+    try:
+        yield
+    finally:
+        config["daemon"] = True
+
+
+async def _parse(
+    root: Path,
+    items: Sequence[tuple[str, str]],
+    max_bytes: int,
+    workers: int,
+    use_pool: bool,
+    daemonic: bool,
+    on_start: Callable[[str], None] | None,
+) -> AsyncIterator[Parsed | Failed]:
+    executor = _executor(len(items), workers, use_pool, daemonic)
     loop = asyncio.get_running_loop()
     chunks = [list(items[i:i + CHUNK_FILES]) for i in range(0, len(items), CHUNK_FILES)]
     pending: set[asyncio.Future] = set()

@@ -32,4 +32,13 @@ def extract(source: bytes, language: str) -> Extraction:
     return _extractor(language)(source, language)
 
 
-__all__ = ["extract"]
+def preload() -> None:
+    """Import every extractor and load every grammar (before forking workers)."""
+    from offload.apps.codegraph.languages import LANGUAGES, grammar
+
+    for language in LANGUAGES:
+        _extractor(language)
+        grammar(language)
+
+
+__all__ = ["extract", "preload"]

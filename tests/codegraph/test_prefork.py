@@ -1,0 +1,124 @@
+"""The task in a production-shaped deployment: a prefork worker process (Redis broker and
+results, PostgreSQL), whose child parses in its own process pool, reports progress the
+client can read, and turns a soft time limit into a clean failure that writes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from celery.exceptions import SoftTimeLimitExceeded
+
+from offload.apps.codegraph import tasks
+from offload.db import create_engine
+from offload.factory import create_worker_app
+from offload.settings import load_settings
+
+from .conftest import stored_graph
+from .test_store import synthetic_repo
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+TESTS = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory, redis_url, codegraph_pg_url):
+    root = tmp_path_factory.mktemp("prefork")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+    offload = {
+        "broker_url": redis_url, "result_backend": redis_url, "database_url": codegraph_pg_url,
+        "task_packages": "[]", "task_modules": '["offload.apps.codegraph.tasks"]',
+        "codegraph_roots": f'["{root}"]', "codegraph_pool_min_bytes": "0",
+        "codegraph_parse_workers": "2", "progress_min_interval": "0.05",
+        "data_dir": str(root / "data"), "log_format": "json",
+    }
+    env.update({f"OFFLOAD_{k.upper()}": v for k, v in offload.items()})
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), *filter(None, [env.get("PYTHONPATH")])])
+    log = root / "worker.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "codegraph.worker_app:app", "worker",
+             "-P", "prefork", "-c", "1", "--without-gossip", "--without-mingle",
+             "--without-heartbeat", "-l", "INFO", "-n", f"cg-{uuid.uuid4().hex[:6]}@%h"],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=str(TESTS))
+    try:
+        deadline = time.monotonic() + 60
+        while b"ready." not in log.read_bytes():
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "worker did not start"
+            time.sleep(0.1)
+        settings = load_settings(
+            broker_url=redis_url, result_backend=redis_url, database_url=codegraph_pg_url,
+            task_packages=[], task_modules=["offload.apps.codegraph.tasks"],
+            data_dir=root / "client")
+        app = create_worker_app(settings=settings, name="codegraph-client")
+        yield app, settings, root, log
+        app.close()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def graph(url: str, tenant: str, repo: str):
+    async def read():
+        engine = create_engine(url)
+        try:
+            return await stored_graph(engine, tenant, repo)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def test_prefork_child_parses_in_a_pool_and_reports_progress(deployment):
+    app, settings, root, _log = deployment
+    repo = synthetic_repo(root / "big", 400)
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    result = tasks.parse_and_index_repository.on_app(app).apply_async(
+        kwargs={"tenant_id": tenant, "repo_id": "big", "repo_path": str(repo)})
+    seen = []
+    while not result.ready():
+        state = result.state
+        if state == "PROGRESS":
+            seen.append(dict(result.info))
+        assert state != "RETRY", result.info
+        time.sleep(0.02)
+    value = result.get(timeout=5)
+    assert value["files_parsed"] == 400 and value["rls_enforced"] is False
+    stages = {p["stage"] for p in seen}
+    assert stages & {"parsing", "storing"}, seen[:3]
+    parsing = [p for p in seen if p["stage"] == "parsing"]
+    for meta in parsing:
+        assert meta["files_total"] == 400 and 0 <= meta["files_done"] <= 400
+        assert 30 <= meta["percent"] <= 80
+    nodes, _edges = graph(settings.database, tenant, "big")
+    assert len(nodes) == value["nodes_created"]
+
+
+def test_soft_time_limit_fails_cleanly_and_writes_nothing(deployment):
+    app, settings, root, log = deployment
+    repo = synthetic_repo(root / "slow", 1500)
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    result = tasks.parse_and_index_repository.on_app(app).apply_async(
+        kwargs={"tenant_id": tenant, "repo_id": "slow", "repo_path": str(repo)},
+        soft_time_limit=0.5, time_limit=30)
+    with pytest.raises(SoftTimeLimitExceeded) as raised:
+        result.get(timeout=60)
+    assert result.state == "FAILURE" and "soft time limit" in str(raised.value)
+    assert graph(settings.database, tenant, "slow") == (set(), set())
+    # the worker is still healthy: the next task runs
+    again = tasks.parse_and_index_repository.on_app(app).apply_async(
+        kwargs={"tenant_id": tenant, "repo_id": "small", "repo_path": str(synthetic_repo(
+            root / "small", 3))})
+    assert again.get(timeout=60)["files_parsed"] == 3
