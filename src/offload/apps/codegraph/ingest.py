@@ -193,26 +193,31 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
         done = 0
         source_bytes = sum(present[path][2] for path, _ in to_parse)
         use_pool = source_bytes >= settings.codegraph_pool_min_bytes
-        async for outcome in parse_files(root, to_parse, max_bytes, workers, use_pool):
-            done += 1
-            if isinstance(outcome, Parsed):
-                offset = spill.tell()
-                spill.write(outcome.extraction)
-                spill.write(outcome.data)
-                parsed[outcome.path] = _Parse(outcome, offset, len(outcome.extraction),
-                                              len(outcome.data))
-                outcome.extraction = outcome.data = b""
-                files[outcome.path] = FileData(outcome.path, outcome.language,
-                                               outcome.content_hash, outcome.size,
-                                               extraction_from_interface(outcome.interface))
-                lines_parsed += outcome.lines
-            elif isinstance(outcome, Failed):
-                if outcome.reason.startswith("error"):
-                    failures.append({"path": outcome.path, "reason": outcome.reason})
-                else:
-                    skipped[outcome.reason] += 1
-            report(30 + 50 * done / total, "parsing", files_done=done, files_total=total,
-                   current_file=outcome.path)
+        # aclosing: the pool is shut down when the loop ends, also by an exception, not
+        # later by the garbage collector
+        outcomes = contextlib.aclosing(parse_files(root, to_parse, max_bytes, workers,
+                                                   use_pool))
+        async with outcomes as stream:
+            async for outcome in stream:
+                done += 1
+                if isinstance(outcome, Parsed):
+                    offset = spill.tell()
+                    spill.write(outcome.extraction)
+                    spill.write(outcome.data)
+                    parsed[outcome.path] = _Parse(outcome, offset, len(outcome.extraction),
+                                                  len(outcome.data))
+                    outcome.extraction = outcome.data = b""
+                    files[outcome.path] = FileData(outcome.path, outcome.language,
+                                                   outcome.content_hash, outcome.size,
+                                                   extraction_from_interface(outcome.interface))
+                    lines_parsed += outcome.lines
+                elif isinstance(outcome, Failed):
+                    if outcome.reason.startswith("error"):
+                        failures.append({"path": outcome.path, "reason": outcome.reason})
+                    else:
+                        skipped[outcome.reason] += 1
+                report(30 + 50 * done / total, "parsing", files_done=done, files_total=total,
+                       current_file=outcome.path)
 
         # --- resolve: every file's interface (unchanged ones from the store) --------------
         conn = await session.connection()
@@ -312,22 +317,23 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
             emit(("edges", edge_buf))
 
         file_rows_buf: list[tuple] = []
-        async for item in _pipeline(produce):
-            kind = item[0]
-            if kind == "nodes":
-                await writer.write_nodes(item[1])
-            elif kind == "edges":
-                await writer.write_edges(item[1])
-            elif kind == "file":
-                file_rows_buf.append(item[1])
-                if len(file_rows_buf) >= 200:
-                    await writer.write_files(file_rows_buf)
-                    file_rows_buf = []
-            elif kind == "progress":
-                written, path = item[1], item[2]
-                if written % 25 == 0 or written == writes:
-                    report(80 + 15 * written / max(writes, 1), "storing", files_done=written,
-                           files_total=writes, current_file=path)
+        async with contextlib.aclosing(_pipeline(produce)) as items:
+            async for item in items:
+                kind = item[0]
+                if kind == "nodes":
+                    await writer.write_nodes(item[1])
+                elif kind == "edges":
+                    await writer.write_edges(item[1])
+                elif kind == "file":
+                    file_rows_buf.append(item[1])
+                    if len(file_rows_buf) >= 200:
+                        await writer.write_files(file_rows_buf)
+                        file_rows_buf = []
+                elif kind == "progress":
+                    written, path = item[1], item[2]
+                    if written % 25 == 0 or written == writes:
+                        report(80 + 15 * written / max(writes, 1), "storing",
+                               files_done=written, files_total=writes, current_file=path)
         await writer.write_files(file_rows_buf)
         await writer.set_output_digests(output_changed)
         stats = {
