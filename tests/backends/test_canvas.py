@@ -148,6 +148,19 @@ def test_add_to_chord_extends_the_header(tasks, worker):
     assert result.get(timeout=TIMEOUT) == [1, 2, 100]
 
 
+def test_a_frozen_chord_applied_twice_fires_twice(tasks, worker):
+    workflow = chord([tasks["add"].s(1, 2), tasks["add"].s(3, 4)], tasks["count_callback"].s("frozen"))
+    workflow.freeze()
+    assert workflow.apply_async().get(timeout=TIMEOUT) == 2
+    workflow.apply_async()  # the same ids: the callback's stored result is the first run's
+    deadline = time.monotonic() + TIMEOUT
+    while FIRED["frozen"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    with FIRED_LOCK:
+        assert FIRED["frozen"] == 2
+
+
 def test_chord_of_a_thousand_tasks(tasks, worker):
     started = time.monotonic()
     result = chord(tasks["identity"].s(i) for i in range(1000))(tasks["tsum"].s())

@@ -78,8 +78,12 @@ CHORD_SIZE = "UPSERT $rid SET size = $size, updated_at = $now RETURN NONE"
 #: Task.add_to_chord: one more header part to wait for.
 CHORD_ADD = "UPSERT $rid SET added += 1, updated_at = $now RETURN NONE"
 
-#: A header with nested groups keeps Celery's slow path: its saved group is joined.
-CHORD_NESTED = "UPSERT $rid SET nested = true, updated_at = $now RETURN NONE"
+#: A chord is applied: a new run starts from nothing, even when a frozen chord reuses its group
+#: id. ``nested``: the header has nested groups, so its saved group is joined for the callback.
+CHORD_APPLY = """
+UPSERT $rid CONTENT { nested: $nested, updated_at: $now } RETURN NONE;
+DELETE chord_part:[$group_id, NONE]..[$group_id, ..];
+"""
 
 #: Take the dedup claim if it is free, expired, or already ours (then refresh the TTL).
 #: Returns the owner after the statement: ``$owner`` means the caller holds it.

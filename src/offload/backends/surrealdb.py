@@ -291,15 +291,19 @@ class SurrealDBBackend(KeyValueStoreBackend):
 
     # --- chords -----------------------------------------------------------------------------
     def _apply_chord_incr(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
-        """Save the header group (not a lazy generator header: that would unroll it early);
-        a header with nested groups is marked, so its callback gets the nested structure."""
+        """A chord starts: reset its record (a frozen chord reapplied is a new run) and save
+        the header group, unless the header is a lazy generator (saving would unroll it)."""
         self.ensure_chords_allowed()
-        if isinstance(header_result_args[1], _regen):
-            return
-        header = self.app.GroupResult(*header_result_args)
-        header.save(backend=self)
-        if any(isinstance(r, ResultSet) for r in header.results):
-            self._one(queries.CHORD_NESTED, rid=self.get_key_for_chord(header.id), now=_utcnow())
+        group_id, results = header_result_args[0], header_result_args[1]
+        nested = False
+        if not isinstance(results, _regen):
+            header = self.app.GroupResult(*header_result_args)
+            header.save(backend=self)
+            nested = any(isinstance(r, ResultSet) for r in header.results)
+        self.store.query(queries.CHORD_APPLY, {
+            "rid": self.get_key_for_chord(group_id), "group_id": group_id, "nested": nested,
+            "now": _utcnow(),
+        })
 
     def set_chord_size(self, group_id: str, chord_size: int) -> None:
         """Celery tells the size before sending the last header task: keep it with the chord."""
