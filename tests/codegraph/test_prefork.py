@@ -107,7 +107,7 @@ def test_prefork_child_parses_in_a_pool_and_reports_progress(deployment):
 
 
 def test_soft_time_limit_fails_cleanly_and_writes_nothing(deployment):
-    app, settings, root, log = deployment
+    app, settings, root, _log = deployment
     repo = synthetic_repo(root / "slow", 1500)
     tenant = f"t-{uuid.uuid4().hex[:6]}"
     result = tasks.parse_and_index_repository.on_app(app).apply_async(

@@ -60,7 +60,7 @@ async def test_edit_inside_a_function_rewrites_only_that_file(engine, cg_setting
     assert (result["files_parsed"], result["files_rewritten_unchanged"]) == (1, 0)
     assert result["files_unchanged"] == 3
     graph = await stored_graph(engine, tenant, "shop")
-    assert "function shop.service.audit 13-16" in graph[0]
+    assert "function shop.service.audit 14-17" in graph[0]
     assert "CALLS shop.service.audit -> ext:builtins.len" in graph[1]
     assert graph == await fresh_graph(engine, cg_settings, tenant, repo)
 
@@ -78,7 +78,7 @@ async def test_renamed_definition_updates_callers_in_unchanged_files(engine, cg_
     nodes, edges = await stored_graph(engine, tenant, "shop")
     assert "CALLS main.main -> ?shop.service.place" in edges
     assert "CALLS main.main -> shop.service.place" not in edges
-    assert "function shop.service.place_order 5-9" in nodes
+    assert "function shop.service.place_order 6-10" in nodes
     assert (nodes, edges) == await fresh_graph(engine, cg_settings, tenant, repo)
 
 

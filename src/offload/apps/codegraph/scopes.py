@@ -24,25 +24,13 @@ if TYPE_CHECKING:
 
 PY_BUILTINS = frozenset(name for name in dir(builtins) if not name.startswith("_"))
 GO_BUILTINS = frozenset(
-    "any append bool byte cap clear close comparable complex complex64 complex128 copy delete "
-    "error float32 float64 imag int int8 int16 int32 int64 len make max min new panic print "
-    "println real recover rune string uint uint8 uint16 uint32 uint64 uintptr".split()
+    ["any", "append", "bool", "byte", "cap", "clear", "close", "comparable", "complex", "complex64", "complex128", "copy", "delete", "error", "float32", "float64", "imag", "int", "int8", "int16", "int32", "int64", "len", "make", "max", "min", "new", "panic", "print", "println", "real", "recover", "rune", "string", "uint", "uint8", "uint16", "uint32", "uint64", "uintptr"]
 )
 JS_GLOBALS = frozenset(
-    "console Math JSON Object Array Promise String Number Boolean Symbol Date RegExp Error "
-    "TypeError RangeError Map Set WeakMap WeakSet Reflect Proxy parseInt parseFloat isNaN "
-    "isFinite setTimeout clearTimeout setInterval clearInterval fetch document window "
-    "globalThis process Buffer encodeURIComponent decodeURIComponent BigInt Intl "
-    "structuredClone queueMicrotask URL URLSearchParams".split()
+    ["console", "Math", "JSON", "Object", "Array", "Promise", "String", "Number", "Boolean", "Symbol", "Date", "RegExp", "Error", "TypeError", "RangeError", "Map", "Set", "WeakMap", "WeakSet", "Reflect", "Proxy", "parseInt", "parseFloat", "isNaN", "isFinite", "setTimeout", "clearTimeout", "setInterval", "clearInterval", "fetch", "document", "window", "globalThis", "process", "Buffer", "encodeURIComponent", "decodeURIComponent", "BigInt", "Intl", "structuredClone", "queueMicrotask", "URL", "URLSearchParams"]
 )
 JAVA_LANG = frozenset(
-    "Object String System Math Integer Long Double Float Boolean Character Byte Short "
-    "StringBuilder StringBuffer Thread Runnable Exception RuntimeException Error Throwable "
-    "IllegalArgumentException IllegalStateException NullPointerException "
-    "UnsupportedOperationException IndexOutOfBoundsException ArrayIndexOutOfBoundsException "
-    "ClassCastException ArithmeticException NumberFormatException InterruptedException "
-    "AssertionError Class Enum Iterable Comparable CharSequence Number Void Runtime Record "
-    "ThreadLocal".split()
+    ["Object", "String", "System", "Math", "Integer", "Long", "Double", "Float", "Boolean", "Character", "Byte", "Short", "StringBuilder", "StringBuffer", "Thread", "Runnable", "Exception", "RuntimeException", "Error", "Throwable", "IllegalArgumentException", "IllegalStateException", "NullPointerException", "UnsupportedOperationException", "IndexOutOfBoundsException", "ArrayIndexOutOfBoundsException", "ClassCastException", "ArithmeticException", "NumberFormatException", "InterruptedException", "AssertionError", "Class", "Enum", "Iterable", "Comparable", "CharSequence", "Number", "Void", "Runtime", "Record", "ThreadLocal"]
 )
 JS_EXTENSIONS = (".ts", ".tsx", ".d.ts", ".js", ".jsx", ".mjs", ".cjs", ".mts", ".cts")
 

@@ -349,10 +349,23 @@ try:  # asyncpg's own UUID type encodes without any parsing
 except ImportError:  # pragma: no cover - older asyncpg
     import uuid as _uuid
 
-    def _PG_UUID(raw: bytes) -> Any:  # noqa: N802
+    def _PG_UUID(raw: bytes) -> Any:
         return _uuid.UUID(bytes=raw)
 
 
-__all__ = ["BulkWriter", "FileState", "RepoState", "RowEncoder", "bypasses_rls", "delete_owned",
-           "delete_repo_level", "dumps", "delete_repository", "finish_repository", "load_blobs",
-           "load_state", "lock_repository", "scope_tenant"]
+__all__ = [
+    "BulkWriter",
+    "FileState",
+    "RepoState",
+    "RowEncoder",
+    "bypasses_rls",
+    "delete_owned",
+    "delete_repo_level",
+    "delete_repository",
+    "dumps",
+    "finish_repository",
+    "load_blobs",
+    "load_state",
+    "lock_repository",
+    "scope_tenant",
+]
