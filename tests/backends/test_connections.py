@@ -60,6 +60,16 @@ def test_many_threads_on_the_embedded_engine(app):
     hammer(lambda: app.backend)
 
 
+def test_two_databases_on_one_engine_stay_apart_under_threads(make_app):
+    first, second = make_app(), make_app()
+    backends = [first, second]
+    counter = iter(range(10**6))
+    hammer(lambda: backends[next(counter) % 2].backend, threads=8, per_thread=40)
+    task_id = str(uuid.uuid4())
+    first.backend.mark_as_done(task_id, "only in the first")
+    assert second.backend.get_task_meta(task_id, cache=False)["status"] == "PENDING"
+
+
 def test_many_threads_through_a_server_connection_pool(make_app, relay):
     app = make_app(relay.backend_url, surrealdb_pool_size=3)
     hammer(lambda: app.backend, threads=8, per_thread=30)
