@@ -127,9 +127,10 @@ def test_guarded_calls_run_concurrently():
 
 def test_state_shared_through_redis(redis_url):
     name = f"fw-shared-{tag()}"
-    # Two breakers with the same name stand for two worker processes
-    worker_a = CircuitBreaker(name, failure_threshold=2, reset_timeout=0.5, redis_url=redis_url)
-    worker_b = CircuitBreaker(name, failure_threshold=2, reset_timeout=0.5, redis_url=redis_url)
+    # Two breakers with the same name stand for two worker processes. pybreaker stores the
+    # opening time in whole seconds, so a shared reset_timeout is only good to a second.
+    worker_a = CircuitBreaker(name, failure_threshold=2, reset_timeout=1.5, redis_url=redis_url)
+    worker_b = CircuitBreaker(name, failure_threshold=2, reset_timeout=1.5, redis_url=redis_url)
     service = Flaky()
     for _ in range(2):
         with pytest.raises(ConnectionError):
@@ -138,7 +139,8 @@ def test_state_shared_through_redis(redis_url):
     assert worker_b.state == "open"
     with pytest.raises(CircuitBreakerOpen):
         worker_b.call(service)
-    time.sleep(1.1)  # opened_at is stored in whole seconds by pybreaker
+    assert service.calls == 2
+    time.sleep(2.6)
     service.failing = False
     assert worker_b.call(service, 5) == 5
     assert worker_a.state == "closed"

@@ -14,6 +14,8 @@ its own error.
 State is per process by default. With ``redis_url`` (or ``CircuitBreaker.shared(name,
 settings)``) it lives in Redis, so one worker's failures open the breaker for every worker
 (pybreaker's ``CircuitRedisStorage``; Redis is contacted on the first call, not before).
+pybreaker stores the opening time in whole seconds there, so a shared ``reset_timeout`` is
+good to about a second.
 
 Unlike ``pybreaker.CircuitBreaker.call``, the guarded call runs *outside* the breaker's
 lock: concurrent calls (threads pool, async tasks) are not serialised. Only admission and the
