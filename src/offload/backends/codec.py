@@ -204,13 +204,19 @@ def _decode(data: bytes, pos: int) -> tuple[Any, int]:
     if major == 5:
         result = {}
         for _ in range(arg):
-            key, pos = _decode(data, pos)
-            result[key], pos = _decode(data, pos)
+            first = data[pos]
+            if 0x60 <= first < 0x78:  # a short text key: the usual case, decoded inline
+                end = pos + 1 + first - 0x60
+                key = data[pos + 1:end].decode("utf-8", "surrogatepass")
+                pos = end
+            else:
+                key, pos = _decode(data, pos)
+            result[key], pos = _small(data, pos)
         return result, pos
     if major == 4:
         items = []
         for _ in range(arg):
-            item, pos = _decode(data, pos)
+            item, pos = _small(data, pos)
             items.append(item)
         return items, pos
     if major == 1:
@@ -218,8 +224,30 @@ def _decode(data: bytes, pos: int) -> tuple[Any, int]:
     if major == 2:
         end = pos + arg
         return bytes(data[pos:end]), end
-    value, pos = _decode(data, pos)  # major 6: a tag
+    # major 6: a tag. The two SurrealDB puts in every record are decoded inline.
+    if arg == TAG_DATETIME_COMPACT and data[pos] == 0x82:
+        seconds, pos = _small(data, pos + 1)
+        nanos, pos = _small(data, pos)
+        return _EPOCH + timedelta(0, seconds, nanos // 1000), pos
+    if arg == TAG_RECORD_ID and data[pos] == 0x82:
+        table, pos = _small(data, pos + 1)
+        key, pos = _small(data, pos)
+        return _record_id(table, key), pos
+    value, pos = _decode(data, pos)
     return _tagged(arg, value), pos
+
+
+def _small(data: bytes, pos: int) -> tuple[Any, int]:
+    """One item, with the commonest small ones (short text, small int, null) inline."""
+    first = data[pos]
+    if 0x60 <= first < 0x78:
+        end = pos + 1 + first - 0x60
+        return data[pos + 1:end].decode("utf-8", "surrogatepass"), end
+    if first < 0x18:
+        return first, pos + 1
+    if first == 0xF6:
+        return None, pos + 1
+    return _decode(data, pos)
 
 
 def _decode_indefinite(data: bytes, pos: int, major: int) -> tuple[Any, int]:
@@ -238,11 +266,19 @@ def _decode_indefinite(data: bytes, pos: int, major: int) -> tuple[Any, int]:
     return dict(zip(items[::2], items[1::2])), pos
 
 
+def _record_id(table: str, key: Any) -> RecordID:
+    # what RecordID.__init__ does, without the import it runs on every call
+    record_id = object.__new__(RecordID)
+    record_id.table_name = table
+    record_id.id = key
+    return record_id
+
+
 def _tagged(tag: int, value: Any) -> Any:
     if tag == TAG_NONE:
         return None
     if tag == TAG_RECORD_ID:
-        return RecordID(value[0], value[1])
+        return _record_id(value[0], value[1])
     if tag == TAG_DATETIME_COMPACT:
         seconds = value[0] if value else 0
         nanos = value[1] if len(value) > 1 else 0

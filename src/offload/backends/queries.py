@@ -34,10 +34,10 @@ STORE_TASK = "UPSERT $rid CONTENT $doc WHERE status != 'SUCCESS' RETURN NONE"
 #: Replace a record whatever it holds (groups).
 PUT = "UPSERT $rid CONTENT $doc RETURN NONE"
 
-GET = "SELECT * FROM $rid"
+GET = "SELECT * OMIT updated_at FROM $rid"
 
 #: Many records in one round trip (group joins): missing ids are simply absent.
-GET_MANY = "SELECT * FROM $rids"
+GET_MANY = "SELECT * OMIT updated_at FROM $rids"
 
 DELETE = "DELETE $rid"
 
