@@ -134,6 +134,8 @@ class Store:
         self.config = config
         self.pid = os.getpid()
         self._pool = pool
+        #: Set once the backend's tables and indexes are known to exist.
+        self.schema_ready = False
 
     def query(self, sql: str, params: dict[str, Any] | None = None, *,
               idempotent: bool = True) -> list[Any]:

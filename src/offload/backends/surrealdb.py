@@ -95,7 +95,7 @@ class SurrealDBBackend(NativeChords, DedupClaims, KeyValueStoreBackend):
         store = self._store
         if store is None or store.pid != os.getpid():
             store = open_store(self.config)
-            if not getattr(store, "schema_ready", False):
+            if not store.schema_ready:
                 self._prepare(store)
             self._store = store
         return store
@@ -103,14 +103,14 @@ class SurrealDBBackend(NativeChords, DedupClaims, KeyValueStoreBackend):
     @staticmethod
     def _prepare(store: Store) -> None:
         with _schema_lock:
-            if getattr(store, "schema_ready", False):
+            if store.schema_ready:
                 return
             try:
                 store.query(queries.SCHEMA)
             except StatementRejected as exc:
                 # a restricted user may not DEFINE; the tables may exist already
                 log.warning("could not define the result tables (continuing): %s", exc)
-            store.schema_ready = True  # type: ignore[attr-defined]
+            store.schema_ready = True
 
     def _one(self, sql: str, *, idempotent: bool = True, **params: Any) -> Any:
         return self.store.query(sql, params, idempotent=idempotent)[-1]
