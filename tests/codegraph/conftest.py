@@ -104,3 +104,53 @@ async def stored_graph(engine: AsyncEngine, tenant: str, repo: str) -> tuple[set
     edge_lines = {render_edge(e.edge_type, qn[e.from_node], qn.get(e.to_node) if e.to_node
                               else None, e.to_name, e.properties) for e in edges}
     return node_lines, edge_lines
+
+
+KEYS = {"key-acme": "acme", "key-globex": "globex"}
+ACME = {"Authorization": "Bearer key-acme"}
+GLOBEX = {"Authorization": "Bearer key-globex"}
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """The offload HTTP service with codegraph mounted, a worker in this process, embedded
+    stores; acme has ingested the python fixture as repository ``shop``."""
+    from celery.contrib.testing.worker import start_worker
+    from fastapi.testclient import TestClient
+
+    from offload.factory import create_worker_app
+    from offload.server.app import create_api
+    from offload.settings import load_settings
+
+    data = tmp_path_factory.mktemp("codegraph-api")
+    settings = load_settings(
+        data_dir=data, broker_url="memory://", worker_pool="threads",
+        result_backend=f"surrealdb+surrealkv://{data}/results",
+        database_url=f"sqlite+aiosqlite:///{data}/offload.db",
+        task_packages=["offload.apps.codegraph"], codegraph_roots=[str(FIXTURES)],
+        api_keys=KEYS, progress_min_interval=0)
+    celery = create_worker_app(settings=settings, name="codegraph-api-test")
+    api = create_api(settings, celery)
+    try:
+        with TestClient(api) as client, start_worker(
+                celery, pool="threads", concurrency=2, perform_ping_check=False,
+                shutdown_timeout=30, loglevel="WARNING"):
+            response = client.post("/repositories/parse", headers=ACME, json={
+                "repo_path": str(FIXTURES / "python"), "repo_id": "shop"})
+            assert response.status_code == 202, response.text
+            wait_for_task(client, response.json()["task_id"], ACME)
+            yield client
+    finally:
+        celery.close()
+
+
+def wait_for_task(client, task_id: str, headers: dict, timeout: float = 60) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.get(f"/tasks/{task_id}", headers=headers).json()
+        if status["state"] in ("SUCCESS", "FAILURE"):
+            return status
+        assert time.monotonic() < deadline, status
+        time.sleep(0.05)
