@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 from typing import Annotated, Any
 
 import typer
@@ -141,6 +142,7 @@ def api(
 
     from offload.factory import create_worker_app
     from offload.server import create_api
+    from offload.server.dev import route_signals_to
 
     settings = _settings()
     _needs_shared_services(settings, "api", results=True)
@@ -149,13 +151,23 @@ def api(
                     fg=typer.colors.YELLOW, err=True)
     celery_app = create_worker_app(settings=settings)
     celery_app.set_default()  # the only app of this process
-    uvicorn.run(
+    config = uvicorn.Config(
         create_api(settings, celery_app),
         host=host or settings.api_host,
         port=settings.api_port if port is None else port,
         log_config=None,
         timeout_graceful_shutdown=10,
     )
+    server = uvicorn.Server(config)
+    served = threading.Event()
+    restore = route_signals_to(server, served)  # SIGTERM/SIGINT: graceful stop, exit 0
+    try:
+        server.run()
+    finally:
+        served.set()
+        restore()
+    if not server.started:
+        raise typer.Exit(1)
 
 
 def status(

@@ -191,3 +191,10 @@ def test_django_settings_and_installed_apps_tasks(tmp_path_factory, redis_url):
         second = celery.send_task("fdn_django.make_group", args=("two",)).get(timeout=20)
     assert first == {"groups": 1, "marker": "django-settings"}
     assert second["groups"] == 2
+
+
+def test_unknown_web_framework_is_a_clear_error(make_settings):
+    from offload import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="Flask and FastAPI"):
+        create_worker_app(web_app=object(), settings=make_settings(task_packages=[]))

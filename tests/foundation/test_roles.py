@@ -31,25 +31,51 @@ def _stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30
     return output
 
 
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code < 500:
+                return response
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and proc.poll() is None, f"{proc.args} did not serve"
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
-def test_worker_and_beat_processes(subprocess_env, redis_settings, redis_url):
-    # Given a worker process and a beat process on Redis, beat ticking fdn.tick every second
+def test_worker_beat_and_api_processes(subprocess_env, redis_settings, redis_url):
+    # Given worker, beat and API processes on Redis, beat ticking fdn.tick every second
+    port = _free_port()
     env = subprocess_env(broker_url=redis_url, result_backend=redis_url,
-                         task_packages='["fdn_demo"]', beat_overrides='{"fdn.tick": 1}')
+                         task_packages='["fdn_demo"]', beat_overrides='{"fdn.tick": 1}',
+                         api_keys='{"k-acme": "acme"}', api_port=str(port))
     app = create_worker_app(settings=redis_settings())
     purge(app)
     worker = _start("worker", "--concurrency", "1", env=env)
     beat = _start("beat", env=env)
+    api = _start("api", env=env)
     try:
-        # When a client sends a task
+        # When a client sends a task directly
         result = app.tasks["fdn.add"].delay(40, 2)
         # Then the worker process runs it
         assert result.get(timeout=30) == 42
-        time.sleep(2.5)
+        # and a tenant can do the same through the API process
+        base = f"http://127.0.0.1:{port}"
+        assert _wait_http(f"{base}/health", api).json()["status"] == "ok"
+        key = {"Authorization": "Bearer k-acme"}
+        task_id = httpx.post(f"{base}/fdn/add", json={"a": 1, "b": 2}, headers=key).json()[
+            "task_id"]
+        assert app.AsyncResult(task_id).get(timeout=30) == 3
+        assert httpx.get(f"{base}/tasks/{task_id}", headers=key).json()["result"] == 3
+        time.sleep(2.0)
     finally:
+        api_output = _stop(api)
         beat_output = _stop(beat)
         worker_output = _stop(worker)
         purge(app)
+    assert api.returncode == 0, api_output
     # and both stop cleanly on SIGTERM (warm shutdown)
     assert beat.returncode == 0, beat_output
     assert worker.returncode == 0, worker_output

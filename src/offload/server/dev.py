@@ -30,7 +30,7 @@ from offload.logs import get_logger
 from offload.plugins import plugin_hooks
 from offload.settings import QUEUES, Settings
 
-__all__ = ["DEMO_TENANT", "DevContext", "InProcessWorker", "run_dev"]
+__all__ = ["DEMO_TENANT", "DevContext", "InProcessWorker", "route_signals_to", "run_dev"]
 
 DEMO_TENANT = "demo"
 log = get_logger("offload.dev")
@@ -225,7 +225,7 @@ def run_dev(
 
     exit_code = 0
     served = threading.Event()
-    restore = _route_signals_to(server, served)
+    restore = route_signals_to(server, served)
     try:
         asyncio.run(serve())
     except SystemExit as exc:  # uvicorn exits when the port is taken
@@ -252,7 +252,7 @@ def run_dev(
     return exit_code
 
 
-def _route_signals_to(server: Any, served: threading.Event) -> Callable[[], None]:
+def route_signals_to(server: Any, served: threading.Event) -> Callable[[], None]:
     """SIGINT/SIGTERM stop the HTTP server (then the worker drains); once the server is down,
     a second SIGINT abandons the running tasks. Returns a function restoring the handlers."""
     if threading.current_thread() is not threading.main_thread():
