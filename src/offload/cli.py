@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import sys
 import threading
 from typing import Annotated, Any
@@ -130,6 +132,8 @@ def flower(
         app = create_monitor_app(settings=settings)
     except ConfigurationError as exc:
         raise _fail(str(exc)) from None
+    # Flower stops cleanly on SIGTERM only (Ctrl-C leaves its threads running): forward it.
+    signal.signal(signal.SIGINT, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
     app.start(["flower", f"--port={port}", f"--address={address}"])
 
 

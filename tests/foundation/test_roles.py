@@ -102,6 +102,6 @@ def test_flower_process_serves_the_broker(subprocess_env, redis_url):
             assert time.monotonic() < deadline and flower.poll() is None, "flower did not start"
             time.sleep(0.2)
     finally:
-        output = _stop(flower)
+        output = _stop(flower, signal.SIGINT)  # Ctrl-C
     assert flower.returncode == 0, output
     assert "fdn_demo" not in output  # the monitor app imports no task module
