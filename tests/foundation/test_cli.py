@@ -61,10 +61,12 @@ def test_status_reads_the_result_store(subprocess_env, redis_settings, redis_url
     env = subprocess_env(broker_url=redis_url, result_backend=redis_url, task_packages="[]")
     # When offload status reads them
     ok = run_offload("status", done, "--json", env=env)
+    watched = run_offload("status", done, "--json", "--watch", env=env)
     bad = run_offload("status", failed, env=env)
     # Then the JSON has the contract's shape, and a failure exits 1 with its error
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout) == {"task_id": done, "state": "SUCCESS", "progress": None,
                                      "result": {"rows": 3}, "error": None}
+    assert json.loads(watched.stdout) == json.loads(ok.stdout)
     assert bad.returncode == 1
     assert "FAILURE" in bad.stdout and "ValueError: bad input" in bad.stdout
