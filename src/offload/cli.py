@@ -23,12 +23,6 @@ from offload.settings import Settings, load_settings
 
 __all__ = ["build_cli", "main"]
 
-DEV_HELP = (
-    "Run the whole service in one process on embedded defaults: HTTP API, worker (threads), "
-    "beat. The demo tenant's key is OFFLOAD_DEV_API_KEY (default dev-key)."
-)
-
-
 def _fail(message: str, code: int = 2) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(code)
@@ -67,6 +61,11 @@ def dev(
     demo: Annotated[bool, typer.Option(help="Run the packages' on_dev_start hooks.")] = True,
     concurrency: Annotated[int | None, typer.Option(help="Worker threads.")] = None,
 ) -> None:
+    """Run the whole service in one process on the embedded defaults.
+
+    HTTP API, a worker (threads pool, all queues) and beat, in one process. The demo tenant's
+    API key is OFFLOAD_DEV_API_KEY (default dev-key); loopback only.
+    """
     from offload.server.dev import run_dev
 
     settings = _settings()
@@ -76,9 +75,6 @@ def dev(
     except (OffloadError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
     raise typer.Exit(code)
-
-
-dev.__doc__ = DEV_HELP
 
 
 def worker(
@@ -396,8 +392,7 @@ def build_cli(settings: Settings | None = None) -> typer.Typer:
         name="offload", help="Dependable Celery background work.", no_args_is_help=True,
         add_completion=False, pretty_exceptions_enable=False,
     )
-    app.command(help=DEV_HELP)(dev)
-    for command in (worker, beat, flower, api, status, doctor, migrate):
+    for command in (dev, worker, beat, flower, api, status, doctor, migrate):
         app.command()(command)
     _register_plugins(app, settings)
     return app
