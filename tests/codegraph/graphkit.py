@@ -24,7 +24,8 @@ def build_graph(root: Path) -> tuple[list[tuple], list[tuple]]:
         full[source.path] = x
         files[source.path] = FileData(source.path, source.language, digest, len(data), x)
     naming = name_files({p: f.language for p, f in files.items()},
-                        {p: f.x.package for p, f in files.items()}, found.manifests)
+                        {p: f.x.package for p, f in files.items()}, found.manifests,
+                        root.name)
     index = Index(files, naming)
     nodes, edges = repo_rows(index, "fixture", str(root))
     for path in sorted(files):

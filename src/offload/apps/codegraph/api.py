@@ -205,7 +205,7 @@ def parse_repository(
         result = parse_and_index_repository.on_app(celery).apply_async(
             kwargs={"tenant_id": tenant, "repo_id": repo_id, "repo_path": body.repo_path},
             task_id=tenant_task_id(tenant))
-    except Exception as exc:  # noqa: BLE001 - kombu/redis errors vary by transport
+    except Exception as exc:
         raise _error(503, "broker_unavailable",
                      f"could not queue the task: {type(exc).__name__}") from exc
     return ParseAccepted(task_id=result.id, status="queued", repo_id=repo_id,

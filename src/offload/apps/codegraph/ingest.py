@@ -166,7 +166,7 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
     parse_set = {path for path, _ in to_parse}
     unchanged = sorted(p for p in present if p not in parse_set)
     deleted = sorted(p for p in stored if p not in present)
-    manifests = _manifest_digest(found.manifests)
+    manifests = _manifest_digest(found.manifests, root.name)
     base = {
         "success": True, "tenant_id": tenant_id, "repo_id": repo_id, "root": str(root),
         "files_unchanged": len(unchanged), "files_deleted": len(deleted),
@@ -229,7 +229,8 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
                                    extraction_from_interface(blob))
         await session.commit()
         naming = name_files({p: f.language for p, f in files.items()},
-                            {p: f.x.package for p, f in files.items()}, found.manifests)
+                            {p: f.x.package for p, f in files.items()}, found.manifests,
+                            root.name)
         index = Index(files, naming)
         interface_digests = {p: (f.language, parsed[p].parsed.interface_digest if p in parsed
                                  else stored[p].interface_digest) for p, f in files.items()}
@@ -419,8 +420,10 @@ def _hash_files(root: Path, files: list, max_bytes: int) -> dict[str, tuple[str,
     return out
 
 
-def _manifest_digest(manifests: dict[str, bytes]) -> str:
+def _manifest_digest(manifests: dict[str, bytes], root_name: str) -> str:
+    """What naming depends on besides the file list: manifests and the root's name."""
     h = hashlib.blake2b(digest_size=16)
+    h.update(root_name.encode() + b"\0")
     for path in sorted(manifests):
         h.update(path.encode() + b"\0" + manifests[path] + b"\0")
     return h.hexdigest()

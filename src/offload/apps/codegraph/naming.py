@@ -62,9 +62,12 @@ def name_files(
     files: dict[str, str],
     declared: dict[str, str | None],
     manifests: dict[str, bytes],
+    root_name: str = "",
 ) -> Naming:
     """Name every file. ``files`` maps path -> language, ``declared`` path -> the package a
-    Go or Java file declares, ``manifests`` path -> content of go.mod/Cargo.toml/package.json."""
+    Go or Java file declares, ``manifests`` path -> content of go.mod/Cargo.toml/package.json;
+    ``root_name`` is the repository directory's name (a Python package when the repository
+    is a package directory itself, holding an ``__init__.py``)."""
     naming = Naming()
     go_mods = {_dir(p): _go_module(c) for p, c in manifests.items() if p.endswith("go.mod")}
     naming.go_modules = {d: m for d, m in go_mods.items() if m}
@@ -79,7 +82,7 @@ def name_files(
     for path in sorted(files):
         language = files[path]
         if language == "python":
-            info = _python(path, py_inits, naming)
+            info = _python(path, py_inits, naming, root_name)
         elif language == "go":
             info = _go(path, naming.go_modules, declared.get(path), naming)
         elif language == "java":
@@ -104,19 +107,23 @@ def name_files(
 
 def _fallback(path: str, info: ModuleInfo, claimed: dict, family: str) -> str:
     base = posixpath.splitext(path)[0]
+    for tail in ("/__init__", "/mod"):
+        base = base.removesuffix(tail)
     candidate = base.replace("/", info.sep if info.sep == "::" else ".")
     if (family, candidate) not in claimed:
         return candidate
     return f"{info.module}@{path}"
 
 
-def _python(path: str, inits: set[str], naming: Naming) -> ModuleInfo:
+def _python(path: str, inits: set[str], naming: Naming, root_name: str) -> ModuleInfo:
     directory = _dir(path)
     parts: list[str] = []
     current = directory
     while current and current in inits:
         parts.append(posixpath.basename(current))
         current = _dir(current)
+    if not current and "" in inits and root_name.isidentifier():
+        parts.append(root_name)  # the repository is a package directory itself
     parts.reverse()
     package = ".".join(parts) or None
     # register the package chain
@@ -124,8 +131,8 @@ def _python(path: str, inits: set[str], naming: Naming) -> ModuleInfo:
         naming.packages.setdefault(".".join(parts[:i]), ".".join(parts[: i - 1]) or None)
     stem = _stem(path)
     if stem == "__init__":
-        return ModuleInfo(package or posixpath.basename(directory) or "__init__", ".", package,
-                          is_package_init=True)
+        return ModuleInfo(package or posixpath.basename(directory) or root_name or "__init__",
+                          ".", package, is_package_init=True)
     return ModuleInfo(f"{package}.{stem}" if package else stem, ".", package)
 
 
