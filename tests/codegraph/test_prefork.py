@@ -122,3 +122,28 @@ def test_soft_time_limit_fails_cleanly_and_writes_nothing(deployment):
         kwargs={"tenant_id": tenant, "repo_id": "small", "repo_path": str(synthetic_repo(
             root / "small", 3))})
     assert again.get(timeout=60)["files_parsed"] == 3
+
+
+def test_cli_talks_to_broker_and_database_directly(deployment, redis_url, codegraph_pg_url):
+    import json
+
+    from typer.testing import CliRunner
+
+    from offload.cli import build_cli
+
+    _app, _settings, root, _log = deployment
+    repo = synthetic_repo(root / "cli", 5)
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    env = {"OFFLOAD_BROKER_URL": redis_url, "OFFLOAD_RESULT_BACKEND": redis_url,
+           "OFFLOAD_DATABASE_URL": codegraph_pg_url, "OFFLOAD_TASK_PACKAGES": "[]",
+           "OFFLOAD_DATA_DIR": str(root / "cli-data")}
+    cli = build_cli()
+    done = CliRunner().invoke(cli, ["ingest", str(repo), "--tenant", tenant, "--json"], env=env)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output.strip().splitlines()[-1])["result"]["files_parsed"] == 5
+    found = CliRunner().invoke(cli, ["symbols", "C3", "--tenant", tenant, "--json"], env=env)
+    assert [s["qualified_name"] for s in json.loads(found.output)] == ["mod003.C3", "mod003.C3.m"]
+    callers = CliRunner().invoke(cli, ["callers", "mod003.f3", "--tenant", tenant, "--json"],
+                                 env=env)
+    assert {c["qualified_name"] for c in json.loads(callers.output)} == {"mod002.f2",
+                                                                        "mod003.C3.m"}
