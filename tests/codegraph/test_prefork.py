@@ -108,11 +108,11 @@ def test_prefork_child_parses_in_a_pool_and_reports_progress(deployment):
 
 def test_soft_time_limit_fails_cleanly_and_writes_nothing(deployment):
     app, settings, root, _log = deployment
-    repo = synthetic_repo(root / "slow", 1500)
+    repo = synthetic_repo(root / "slow", 2500)
     tenant = f"t-{uuid.uuid4().hex[:6]}"
     result = tasks.parse_and_index_repository.on_app(app).apply_async(
         kwargs={"tenant_id": tenant, "repo_id": "slow", "repo_path": str(repo)},
-        soft_time_limit=0.5, time_limit=30)
+        soft_time_limit=0.2, time_limit=30)
     with pytest.raises(SoftTimeLimitExceeded) as raised:
         result.get(timeout=60)
     assert result.state == "FAILURE" and "soft time limit" in str(raised.value)

@@ -195,8 +195,9 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
         use_pool = source_bytes >= settings.codegraph_pool_min_bytes
         # aclosing: the pool is shut down when the loop ends, also by an exception, not
         # later by the garbage collector
+        sizes = {path: present[path][2] for path, _ in to_parse}
         outcomes = contextlib.aclosing(parse_files(root, to_parse, max_bytes, workers,
-                                                   use_pool))
+                                                   use_pool, sizes=sizes))
         async with outcomes as stream:
             async for outcome in stream:
                 done += 1
@@ -254,8 +255,14 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
         output_changed: dict[str, str] = {}
         changed_blobs: dict[str, bytes] = {}
         if global_changed and unchanged:
+            checked = 0
             async for path, blob in store.load_blobs(conn, tenant_id, repo_id, unchanged,
                                                      "extraction"):
+                checked += 1
+                if checked % 100 == 0:
+                    report(80, "storing", files_done=0, files_total=len(parsed),
+                           dependants_checked=checked, dependants_total=len(unchanged),
+                           current_file=path)
                 nodes, edges = file_rows(index, path, Extraction.from_blob(blob))
                 digest = digest_rows(nodes, edges)
                 if digest != stored[path].output_digest:
@@ -273,13 +280,16 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
         writes = len(parsed) + len(output_changed)
         report(80, "storing", files_done=0, files_total=writes, current_file=None)
 
+        position = {"written": 0, "path": None}  # the producer's progress, read below
+
         def produce(emit: Callable[[tuple], None]) -> None:
             """Rows of every file to write, encoded and batched (runs in a thread, so the
-            database ingests one batch while the next is being resolved)."""
+            database ingests one batch while the next is being resolved). Only batches go
+            through the queue: the producer never waits for a progress report."""
             batch = settings.codegraph_batch_rows
             node_buf: list[tuple] = []
             edge_buf: list[tuple] = []
-            written = 0
+            file_buf: list[tuple] = []
 
             def add(path: str, x: Extraction) -> str:
                 nonlocal node_buf, edge_buf
@@ -292,6 +302,8 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
                 if len(edge_buf) >= batch:
                     emit(("edges", edge_buf))
                     edge_buf = []
+                position["written"] += 1
+                position["path"] = path
                 return digest_rows(nodes, edges)
 
             for path in sorted(parsed):
@@ -301,41 +313,33 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
                 data = pickle.loads(spill.read(item.data_length))
                 digest = add(path, Extraction.from_data(data))
                 p = item.parsed
-                emit(("file", encoder.file((path, p.language, p.content_hash, p.size, p.lines,
-                                            EXTRACTOR_VERSION, p.interface_digest, digest,
-                                            p.interface, blob))))
-                written += 1
-                emit(("progress", written, path))
+                file_buf.append(encoder.file((path, p.language, p.content_hash, p.size,
+                                              p.lines, EXTRACTOR_VERSION, p.interface_digest,
+                                              digest, p.interface, blob)))
+                if len(file_buf) >= 200:
+                    emit(("files", file_buf))
+                    file_buf = []
             for path in sorted(output_changed):
                 add(path, Extraction.from_blob(changed_blobs.pop(path)))
-                written += 1
-                emit(("progress", written, path))
             if repo_level:
                 nodes, edges = repo_rows(index, repo_id, str(root))
                 node_buf += encoder.nodes(nodes)
                 edge_buf += encoder.edges(edges)
             emit(("nodes", node_buf))
             emit(("edges", edge_buf))
+            emit(("files", file_buf))
 
-        file_rows_buf: list[tuple] = []
         async with contextlib.aclosing(_pipeline(produce)) as items:
-            async for item in items:
-                kind = item[0]
+            async for kind, rows in items:
                 if kind == "nodes":
-                    await writer.write_nodes(item[1])
+                    await writer.write_nodes(rows)
                 elif kind == "edges":
-                    await writer.write_edges(item[1])
-                elif kind == "file":
-                    file_rows_buf.append(item[1])
-                    if len(file_rows_buf) >= 200:
-                        await writer.write_files(file_rows_buf)
-                        file_rows_buf = []
-                elif kind == "progress":
-                    written, path = item[1], item[2]
-                    if written % 25 == 0 or written == writes:
-                        report(80 + 15 * written / max(writes, 1), "storing",
-                               files_done=written, files_total=writes, current_file=path)
-        await writer.write_files(file_rows_buf)
+                    await writer.write_edges(rows)
+                else:
+                    await writer.write_files(rows)
+                written = position["written"]
+                report(80 + 15 * written / max(writes, 1), "storing", files_done=written,
+                       files_total=writes, current_file=position["path"])
         await writer.set_output_digests(output_changed)
         stats = {
             "files": len(files), "files_parsed": len(parsed), "files_failed": len(failures),
@@ -364,7 +368,7 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
 
 
 async def _pipeline(produce: Callable[[Callable[[tuple], None]], None],
-                    depth: int = 4) -> AsyncIterator[tuple]:
+                    depth: int = 3) -> AsyncIterator[tuple]:
     """Run ``produce(emit)`` in a thread and yield what it emits, at most ``depth`` items
     ahead. If the consumer stops (an error, a time limit), the producer is told to stop and
     joined before this returns; a producer error is raised here."""

@@ -99,7 +99,7 @@ class CodeNode(Base):
 class CodeEdge(Base):
     __tablename__ = "code_edges"
     __table_args__ = (
-        Index("ix_code_edges_tenant_repo_to_name", "tenant_id", "repo_id", "to_name"),
+        Index("ix_code_edges_to_name_tenant_repo", "to_name", "tenant_id", "repo_id"),
     )
 
     from_node: Mapped[object] = mapped_column(Uuid, primary_key=True)

@@ -28,7 +28,8 @@ from offload.apps.codegraph.graph import Extraction, Import, Symbol
 from offload.apps.codegraph.parsers import extract
 from offload.apps.codegraph.scanner import read_source
 
-CHUNK_FILES = 12
+CHUNK_FILES = 32
+CHUNK_BYTES = 256 * 1024
 
 
 @dataclass(slots=True)
@@ -126,6 +127,24 @@ def _daemonic() -> bool:
     return isinstance(config, dict) and bool(config.get("daemon"))
 
 
+def _chunks(items: Sequence[tuple[str, str]], sizes: dict[str, int]) -> list[list[tuple[str, str]]]:
+    """Work units of about CHUNK_BYTES, largest files first: a big file met last would keep
+    one worker busy while the others wait."""
+    ordered = sorted(items, key=lambda item: -sizes.get(item[0], 0))
+    chunks: list[list[tuple[str, str]]] = []
+    current: list[tuple[str, str]] = []
+    weight = 0
+    for item in ordered:
+        current.append(item)
+        weight += sizes.get(item[0], 0)
+        if weight >= CHUNK_BYTES or len(current) >= CHUNK_FILES:
+            chunks.append(current)
+            current, weight = [], 0
+    if current:
+        chunks.append(current)
+    return chunks
+
+
 async def parse_files(
     root: Path,
     items: Sequence[tuple[str, str]],
@@ -133,6 +152,7 @@ async def parse_files(
     workers: int,
     use_pool: bool = True,
     on_start: Callable[[str], None] | None = None,
+    sizes: dict[str, int] | None = None,
 ) -> AsyncIterator[Parsed | Failed]:
     """Parse ``items`` ((path, language) pairs) and yield outcomes as they complete; in a
     process pool of ``workers`` when ``use_pool``, else in one thread.
@@ -149,7 +169,7 @@ async def parse_files(
         parsers.preload()
     with _children_allowed():
         async for outcome in _parse(root, items, max_bytes, workers, use_pool, daemonic,
-                                    on_start):
+                                    on_start, sizes):
             yield outcome
 
 
@@ -180,10 +200,11 @@ async def _parse(
     use_pool: bool,
     daemonic: bool,
     on_start: Callable[[str], None] | None,
+    sizes: dict[str, int] | None,
 ) -> AsyncIterator[Parsed | Failed]:
     executor = _executor(len(items), workers, use_pool, daemonic)
     loop = asyncio.get_running_loop()
-    chunks = [list(items[i:i + CHUNK_FILES]) for i in range(0, len(items), CHUNK_FILES)]
+    chunks = _chunks(items, sizes or {})
     pending: set[asyncio.Future] = set()
     limit = max(2, 2 * workers)
     next_chunk = 0

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Text, any_, bindparam, delete, select, text, update
+from sqlalchemy import Text, any_, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -154,9 +154,12 @@ async def finish_repository(conn: AsyncConnection, tenant_id: str, repo_id: str,
 # --- deletes -------------------------------------------------------------------------------
 
 
-def _owned_nodes(tenant_id: str, repo_id: str, condition: Any) -> Any:
-    return select(CodeNode.id).where(CodeNode.tenant_id == tenant_id,
-                                     CodeNode.repo_id == repo_id, condition)
+def _from_owned_nodes(tenant_id: str, repo_id: str, condition: Any) -> Any:
+    """``from_node = ANY(ARRAY(SELECT id ...))``: one primary-key lookup per owned node,
+    whatever the planner's statistics say (right after a bulk load they are stale)."""
+    ids = select(CodeNode.id).where(CodeNode.tenant_id == tenant_id,
+                                    CodeNode.repo_id == repo_id, condition)
+    return CodeEdge.from_node == any_(func.array(ids.scalar_subquery()))
 
 
 async def delete_owned(conn: AsyncConnection, tenant_id: str, repo_id: str,
@@ -174,7 +177,10 @@ async def delete_owned(conn: AsyncConnection, tenant_id: str, repo_id: str,
             return column.in_(chunk)
 
         await conn.execute(delete(CodeEdge).where(
-            CodeEdge.from_node.in_(_owned_nodes(tenant_id, repo_id, among(CodeNode.path)))))
+            _from_owned_nodes(tenant_id, repo_id, among(CodeNode.path)) if pg else
+            CodeEdge.from_node.in_(select(CodeNode.id).where(
+                CodeNode.tenant_id == tenant_id, CodeNode.repo_id == repo_id,
+                among(CodeNode.path)))))
         await conn.execute(delete(CodeNode).where(
             CodeNode.tenant_id == tenant_id, CodeNode.repo_id == repo_id, among(CodeNode.path)))
         if files_too:
@@ -185,8 +191,11 @@ async def delete_owned(conn: AsyncConnection, tenant_id: str, repo_id: str,
 
 async def delete_repo_level(conn: AsyncConnection, tenant_id: str, repo_id: str) -> None:
     """Delete the rows no file owns (repository, packages, external modules, their edges)."""
-    await conn.execute(delete(CodeEdge).where(CodeEdge.from_node.in_(
-        _owned_nodes(tenant_id, repo_id, CodeNode.path.is_(None)))))
+    repo_level = CodeNode.path.is_(None)
+    await conn.execute(delete(CodeEdge).where(
+        _from_owned_nodes(tenant_id, repo_id, repo_level) if is_postgres(conn) else
+        CodeEdge.from_node.in_(select(CodeNode.id).where(
+            CodeNode.tenant_id == tenant_id, CodeNode.repo_id == repo_id, repo_level))))
     await conn.execute(delete(CodeNode).where(
         CodeNode.tenant_id == tenant_id, CodeNode.repo_id == repo_id, CodeNode.path.is_(None)))
 

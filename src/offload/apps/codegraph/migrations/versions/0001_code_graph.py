@@ -92,8 +92,10 @@ def upgrade() -> None:
         sa.Column("properties", _json()),
         _timestamp("created_at"),
     )
-    op.create_index("ix_code_edges_tenant_repo_to_name", "code_edges",
-                    ["tenant_id", "repo_id", "to_name"])
+    # to_name first: a bare tenant filter (the row-level security policy adds one to every
+    # query) can then never pick this index over the primary key
+    op.create_index("ix_code_edges_to_name_tenant_repo", "code_edges",
+                    ["to_name", "tenant_id", "repo_id"])
 
     if op.get_bind().dialect.name == "postgresql":
         # Every row is visible to, and writable by, only the tenant named in the transaction's
