@@ -212,17 +212,17 @@ def test_get_many_reads_all_members_in_one_query(backend):
         backend.mark_as_done(task_id, position)
     store = backend.store
     calls = []
-    original = store.query
+    original = store.call
 
-    def counting(sql, params=None, **kwargs):
-        calls.append(sql)
-        return original(sql, params, **kwargs)
+    def counting(method, params, **kwargs):
+        calls.append(method)
+        return original(method, params, **kwargs)
 
-    store.query = counting
+    store.call = counting
     try:
         results = dict(backend.get_many(ids, timeout=5))
     finally:
-        del store.query
+        del store.call
     assert [results[t]["result"] for t in ids] == list(range(50))
     assert len(calls) == 1
 

@@ -1,5 +1,6 @@
 """Every SurrealQL statement of the result backend, in one place.
 
+Reads of whole records use the RPC ``select`` method instead (no SurrealQL at all).
 Values only ever arrive as bound parameters (``$rid``, ``$doc``, ...): record ids are passed as
 ``RecordID`` values, never spelled into the text, so an id like ``x; DELETE task`` is just an id.
 Each request is atomic (one statement, or one transaction for a chord part); none relies on
@@ -33,11 +34,6 @@ STORE_TASK = "UPSERT $rid CONTENT $doc WHERE status != 'SUCCESS' RETURN NONE"
 
 #: Replace a record whatever it holds (groups).
 PUT = "UPSERT $rid CONTENT $doc RETURN NONE"
-
-GET = "SELECT * OMIT updated_at FROM $rid"
-
-#: Many records in one round trip (group joins): missing ids are simply absent.
-GET_MANY = "SELECT * OMIT updated_at FROM $rids"
 
 DELETE = "DELETE $rid"
 

@@ -2,9 +2,10 @@
 
 A task record keeps Celery's meta as real fields: ``status``, ``result``, ``traceback``,
 ``children``, ``date_done`` (a datetime), and with ``result_extended`` also ``name``, ``args``,
-``kwargs``, ``worker``, ``retries``, ``queue``. Keys Celery adds that we do not know (stamps,
-``stamped_headers``) live under ``extra``. ``updated_at`` (UTC datetime, indexed) drives
-``cleanup()``; ``v`` marks the format.
+``kwargs``, ``worker``, ``retries``, ``queue`` (a field whose value is None is left out and
+reads back as None). Keys Celery adds that we do not know (stamps, ``stamped_headers``) live
+under ``extra``. ``updated_at`` (UTC datetime, indexed) drives ``cleanup()`` and marks the
+format: rows without it were written by the older package.
 
 Values are what Celery's JSON serializer makes of them (so ``result_serializer='json'``
 semantics hold exactly: tuples become lists, kombu's ``__type__`` markers carry datetimes,
@@ -12,7 +13,8 @@ UUIDs, decimals, bytes). With another serializer or with compression the encoded
 stored as is, in ``payload``.
 
 Rows written by ``surrealdb-celery-backend`` (the whole meta as a JSON string in ``result``,
-or that string already parsed into an object) have no ``v`` and are read back as they were.
+or that string already parsed into an object) have no ``updated_at`` and read back as they
+were.
 """
 
 from __future__ import annotations
@@ -24,15 +26,16 @@ from typing import Any
 
 from kombu.utils.json import object_hook
 
-__all__ = ["FORMAT", "Payload", "from_document", "is_legacy", "parse_date", "revive"]
+__all__ = ["Payload", "from_document", "is_legacy", "parse_date", "revive"]
 
-FORMAT = 2
 _TOP_LEVEL = frozenset({
     "status", "result", "traceback", "children", "date_done", "task_id", "group_id",
     "parent_id", "name", "args", "kwargs", "worker", "retries", "queue",
 })
-_INTERNAL = frozenset({"id", "v", "updated_at", "typed", "extra", "payload",
+_INTERNAL = frozenset({"id", "updated_at", "typed", "extra", "payload",
                        "content_type", "content_encoding"})
+#: Keys Celery's meta always has: a record leaves them out when they are None.
+_DEFAULTS = {"result": None, "traceback": None, "children": None, "date_done": None}
 
 
 #: SurrealDB integers are 64-bit; bigger ones (fine in JSON) are stored as a marked string.
@@ -58,11 +61,12 @@ class Payload:
         """Celery's JSON-encoded meta as native fields."""
         long_ints = _LONG_DIGITS.search(text) is not None
         meta = json.loads(text, parse_int=_parse_int) if long_ints else json.loads(text)
-        document: dict[str, Any] = {"v": FORMAT}
+        document: dict[str, Any] = {}
         extra = {}
         for key, value in meta.items():
             if key in _TOP_LEVEL:
-                document[key] = value
+                if value is not None:  # absent reads back as None: smaller records
+                    document[key] = value
             else:
                 extra[key] = value
         if extra:
@@ -76,7 +80,7 @@ class Payload:
     @classmethod
     def from_blob(cls, blob: bytes | str, content_type: str, status: str | None) -> Payload:
         """A payload of another serializer (or compressed): stored as it is."""
-        return cls({"v": FORMAT, "status": status, "payload": blob, "content_type": content_type})
+        return cls({"status": status, "payload": blob, "content_type": content_type})
 
     def stamped(self, now: datetime) -> dict[str, Any]:
         return {**self.document, "updated_at": now}
@@ -84,7 +88,10 @@ class Payload:
 
 def from_document(row: dict[str, Any]) -> dict[str, Any]:
     """A record written by this backend, as the dict Celery's JSON decoder would give."""
-    meta = {key: value for key, value in row.items() if key not in _INTERNAL}
+    meta = {**_DEFAULTS}
+    for key, value in row.items():
+        if key not in _INTERNAL:
+            meta[key] = value
     extra = row.get("extra")
     if extra:
         meta.update(extra)
@@ -95,7 +102,8 @@ def from_document(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_legacy(row: dict[str, Any]) -> bool:
-    return row.get("v") is None
+    """Rows of surrealdb-celery-backend have no ``updated_at`` (every row of ours has)."""
+    return "updated_at" not in row
 
 
 def revive(value: Any) -> Any:

@@ -127,13 +127,14 @@ class SurrealDBBackend(NativeChords, DedupClaims, KeyValueStoreBackend):
 
     # --- the key-value primitives -----------------------------------------------------------
     def get(self, key: RecordID) -> dict[str, Any] | None:
-        rows = self._one(queries.GET, rid=key)
-        return rows[0] if rows else None
+        # the RPC ``select`` method: no SurrealQL to parse, a missing record is None
+        return self.store.call("select", [key])
 
     def mget(self, keys: list[RecordID]) -> list[dict[str, Any] | None]:
+        """Many records in one round trip (group joins); missing ones come back as None."""
         if not keys:
             return []
-        rows = self._one(queries.GET_MANY, rids=list(keys))
+        rows = self.store.call("select", [list(keys)])
         by_id = {row["id"].id: row for row in rows or ()}
         return [by_id.get(key.id) for key in keys]
 
@@ -185,7 +186,8 @@ class SurrealDBBackend(NativeChords, DedupClaims, KeyValueStoreBackend):
         done = meta.pop("date_done")  # app.now() for ready states, else None
         if self._native:
             document = self.encode(meta).stamped(_utcnow())
-            document["date_done"] = done  # a real datetime, not Celery's string
+            if done is not None:
+                document["date_done"] = done  # a real datetime, not Celery's string
         else:
             meta["date_done"] = done.isoformat() if done is not None else None
             document = self.encode(meta).stamped(_utcnow())
