@@ -42,8 +42,13 @@ def tasks(app):
         task.add_to_chord(registered["identity"].si(100))  # the chord waits for one more
         return value
 
+    @app.task(name="t.quiet", shared=False, ignore_result=True)
+    def quiet(value):
+        return value
+
     registered["count_callback"] = count_callback
     registered["grow"] = grow
+    registered["quiet"] = quiet
     return registered
 
 
@@ -141,6 +146,12 @@ def test_chord_with_a_lazy_generator_header(app, tasks, worker):
     header = (tasks["add"].s(i, i) for i in range(6))
     result = chord(header, tasks["tsum"].s()).apply_async()
     assert result.get(timeout=TIMEOUT) == 30
+
+
+def test_chord_of_tasks_that_ignore_their_results(tasks, worker):
+    # the header values travel with the chord parts, not through the task records
+    result = chord(tasks["quiet"].s(i) for i in range(5))(tasks["tsum"].s())
+    assert result.get(timeout=TIMEOUT) == 10
 
 
 def test_add_to_chord_extends_the_header(tasks, worker):
