@@ -96,6 +96,7 @@ def test_prefork_child_parses_in_a_pool_and_reports_progress(deployment):
         time.sleep(0.02)
     value = result.get(timeout=5)
     assert value["files_parsed"] == 400 and value["rls_enforced"] is False
+    assert value["parse_mode"] == "fork"  # a prefork child forks its pool
     stages = {p["stage"] for p in seen}
     assert stages & {"parsing", "storing"}, seen[:3]
     parsing = [p for p in seen if p["stage"] == "parsing"]

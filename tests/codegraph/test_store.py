@@ -211,3 +211,78 @@ async def test_pool_connections_and_files_are_released(engine, make_settings, da
     assert engine.pool.checkedout() == 0
     assert multiprocessing.active_children() == []
     assert open_fds() <= fds + 1  # the forkserver's socket may stay open, nothing else
+
+
+# --- parse modes and the row pipeline ---------------------------------------------------------
+
+CHILD = """
+import asyncio, json, sys
+from offload.apps.codegraph.ingest import ingest_repository
+from offload.db import create_engine, session_maker
+from offload.settings import load_settings
+
+async def main(url, tenant, path):
+    settings = load_settings(database_url=url, codegraph_roots=[path], codegraph_pool_min_bytes=0,
+                             codegraph_parse_workers=2, data_dir=path + "/.data")
+    engine = create_engine(url)
+    async with session_maker(engine)() as session:
+        result = await ingest_repository(session, tenant_id=tenant, repo_id="child",
+                                         repo_path=path, settings=settings)
+    await engine.dispose()
+    print(json.dumps(result))
+
+if __name__ == "__main__":
+    asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_every_parse_mode_yields_the_same_graph(engine, make_settings, database_url,
+                                                      workdir, tenant):
+    import json
+    import subprocess
+    import sys
+
+    repo = synthetic_repo(workdir / "modes", 60)
+    modes = {}
+    for repo_id, min_bytes in (("threaded", 10**12), ("pooled", 0)):
+        settings = make_settings(database_url=database_url, codegraph_roots=[workdir],
+                                 codegraph_pool_min_bytes=min_bytes, codegraph_parse_workers=2)
+        result = await ingest(engine, settings, tenant, repo_id, repo)
+        modes[repo_id] = result["parse_mode"]
+    assert modes["threaded"] == "thread" and modes["pooled"] in ("fork", "forkserver")
+    graphs = [await stored_graph(engine, tenant, r) for r in ("threaded", "pooled")]
+    if not database_url.startswith("sqlite"):
+        # a fresh single-threaded process forks its pool
+        script = workdir / "child.py"
+        script.write_text(CHILD)
+        out = subprocess.run([sys.executable, str(script), database_url, tenant, str(repo)],
+                             capture_output=True, text=True, timeout=120, check=True).stdout
+        assert json.loads(out.strip().splitlines()[-1])["parse_mode"] == "fork"
+        graphs.append(await stored_graph(engine, tenant, "child"))
+    assert all(graph == graphs[0] for graph in graphs) and graphs[0][0]
+
+
+async def test_row_pipeline_reports_producer_errors_and_stops():
+    import contextlib
+
+    from offload.apps.codegraph.ingest import _pipeline
+
+    def produce(emit):
+        emit(("nodes", [1]))
+        emit(("nodes", [2]))
+        raise ValueError("bad row")
+
+    got = []
+    with pytest.raises(ValueError, match="bad row"):
+        async with contextlib.aclosing(_pipeline(produce)) as items:
+            async for item in items:
+                got.append(item)
+    assert got == [("nodes", [1]), ("nodes", [2])]
+
+    def endless(emit):
+        while True:
+            emit(("edges", [0]))
+
+    async with contextlib.aclosing(_pipeline(endless)) as items:
+        async for _item in items:
+            break  # the consumer stops: the producer is stopped and joined

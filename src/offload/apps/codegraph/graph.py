@@ -127,8 +127,8 @@ class Extraction:
             symbols=[Symbol(*row) for row in data["symbols"]],
             imports=[Import(t, ln, tuple(tuple(n) for n in names), alias, level, wild)
                      for t, ln, names, alias, level, wild in data["imports"]],
-            calls=[tuple(c) for c in data["calls"]],  # type: ignore[misc]
-            bases=[tuple(b) for b in data["bases"]],  # type: ignore[misc]
+            calls=_tuples(data["calls"]),
+            bases=_tuples(data["bases"]),
         )
 
     def to_blob(self) -> bytes:
@@ -138,6 +138,34 @@ class Extraction:
     @classmethod
     def from_blob(cls, blob: bytes) -> Extraction:
         return cls.from_data(json.loads(zlib.decompress(blob)))
+
+
+def _json_encoder() -> Any:
+    from json import encoder
+
+    make = getattr(encoder, "c_make_encoder", None)
+    quote = getattr(encoder, "c_encode_basestring", None)
+    if make is None or quote is None:  # pragma: no cover - no C accelerator
+        plain = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+        return plain
+    # the C encoder json.dumps builds on every call, built once (no cycle check: our values
+    # are plain dicts of ints, strings and lists)
+    c_encode = make(None, None, quote, None, ":", ",", False, False, True)
+
+    def fast(value: Any) -> str:
+        return "".join(c_encode(value, 0))
+
+    return fast
+
+
+dumps = _json_encoder()
+
+
+def _tuples(rows: list) -> list:
+    """JSON gives lists where the pickled form already has tuples."""
+    if rows and isinstance(rows[0], tuple):
+        return rows
+    return [tuple(row) for row in rows]
 
 
 def _receiver(symbol: Symbol) -> list[str | None] | None:

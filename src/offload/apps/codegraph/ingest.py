@@ -43,6 +43,7 @@ from offload.apps.codegraph.parsing import (
     default_workers,
     extraction_from_interface,
     parse_files,
+    pool_mode,
 )
 from offload.apps.codegraph.resolve import FileData, Index, digest_rows, file_rows, repo_rows
 from offload.apps.codegraph.scanner import read_source, resolve_repository, scan
@@ -146,9 +147,10 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
 
     report(20, "scanning")
     max_bytes = settings.codegraph_max_file_bytes
-    found = await asyncio.to_thread(scan, root, max_bytes,
-                                    getattr(settings, "codegraph_max_files", 250_000))
-    hashed = await asyncio.to_thread(_hash_files, root, found.files, max_bytes)
+    # inline, not in a thread: reading the tree is quick next to parsing, and a process
+    # without extra threads may fork its parse pool (see parsing.py)
+    found = scan(root, max_bytes, settings.codegraph_max_files)
+    hashed = _hash_files(root, found.files, max_bytes)
     skipped = Counter(found.skipped)
     present: dict[str, tuple[str, str, int]] = {}  # path -> (language, hash, size)
     for source in found.files:
@@ -179,6 +181,7 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
             return {**base, "nodes_created": 0, "edges_created": 0, "files_parsed": 0,
                     "files_failed": 0, "files_skipped": sum(skipped.values()),
                     "skipped": dict(skipped), "lines_parsed": 0, "failures": [],
+                    "parse_mode": None,
                     "generation": state.generation, "changed": False}
 
     # --- parse --------------------------------------------------------------------------
@@ -196,6 +199,7 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
         # aclosing: the pool is shut down when the loop ends, also by an exception, not
         # later by the garbage collector
         sizes = {path: present[path][2] for path, _ in to_parse}
+        parse_mode = pool_mode(len(to_parse), workers, use_pool)
         outcomes = contextlib.aclosing(parse_files(root, to_parse, max_bytes, workers,
                                                    use_pool, sizes=sizes))
         async with outcomes as stream:
@@ -280,30 +284,29 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
         writes = len(parsed) + len(output_changed)
         report(80, "storing", files_done=0, files_total=writes, current_file=None)
 
-        position = {"written": 0, "path": None}  # the producer's progress, read below
-
         def produce(emit: Callable[[tuple], None]) -> None:
-            """Rows of every file to write, encoded and batched (runs in a thread, so the
-            database ingests one batch while the next is being resolved). Only batches go
-            through the queue: the producer never waits for a progress report."""
+            """Rows of every file to write, encoded and batched, as (kind, rows, files done,
+            last file). Runs beside the writer (another process or thread), so the database
+            ingests one batch while the next is being resolved."""
             batch = settings.codegraph_batch_rows
             node_buf: list[tuple] = []
             edge_buf: list[tuple] = []
             file_buf: list[tuple] = []
+            done = [0, ""]
 
             def add(path: str, x: Extraction) -> str:
                 nonlocal node_buf, edge_buf
                 nodes, edges = file_rows(index, path, x)
                 node_buf += encoder.nodes(nodes)
                 edge_buf += encoder.edges(edges)
+                done[0] += 1
+                done[1] = path
                 if len(node_buf) >= batch:
-                    emit(("nodes", node_buf))
+                    emit(("nodes", node_buf, *done))
                     node_buf = []
                 if len(edge_buf) >= batch:
-                    emit(("edges", edge_buf))
+                    emit(("edges", edge_buf, *done))
                     edge_buf = []
-                position["written"] += 1
-                position["path"] = path
                 return digest_rows(nodes, edges)
 
             for path in sorted(parsed):
@@ -317,7 +320,7 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
                                               p.lines, EXTRACTOR_VERSION, p.interface_digest,
                                               digest, p.interface, blob)))
                 if len(file_buf) >= 200:
-                    emit(("files", file_buf))
+                    emit(("files", file_buf, *done))
                     file_buf = []
             for path in sorted(output_changed):
                 add(path, Extraction.from_blob(changed_blobs.pop(path)))
@@ -325,21 +328,20 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
                 nodes, edges = repo_rows(index, repo_id, str(root))
                 node_buf += encoder.nodes(nodes)
                 edge_buf += encoder.edges(edges)
-            emit(("nodes", node_buf))
-            emit(("edges", edge_buf))
-            emit(("files", file_buf))
+            emit(("nodes", node_buf, *done))
+            emit(("edges", edge_buf, *done))
+            emit(("files", file_buf, *done))
 
         async with contextlib.aclosing(_pipeline(produce)) as items:
-            async for kind, rows in items:
+            async for kind, rows, written, path in items:
                 if kind == "nodes":
                     await writer.write_nodes(rows)
                 elif kind == "edges":
                     await writer.write_edges(rows)
                 else:
                     await writer.write_files(rows)
-                written = position["written"]
                 report(80 + 15 * written / max(writes, 1), "storing", files_done=written,
-                       files_total=writes, current_file=position["path"])
+                       files_total=writes, current_file=path)
         await writer.set_output_digests(output_changed)
         stats = {
             "files": len(files), "files_parsed": len(parsed), "files_failed": len(failures),
@@ -361,6 +363,7 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
         "files_rewritten_unchanged": len(output_changed),
         "skipped": dict(skipped),
         "lines_parsed": lines_parsed,
+        "parse_mode": parse_mode,
         "failures": failures[:MAX_REPORTED_FAILURES],
         "generation": generation + 1,
         "changed": True,
@@ -371,7 +374,10 @@ async def _pipeline(produce: Callable[[Callable[[tuple], None]], None],
                     depth: int = 3) -> AsyncIterator[tuple]:
     """Run ``produce(emit)`` in a thread and yield what it emits, at most ``depth`` items
     ahead. If the consumer stops (an error, a time limit), the producer is told to stop and
-    joined before this returns; a producer error is raised here."""
+    joined before this returns; a producer error is raised here.
+
+    (A forked producer process, free of the GIL, was measured slower: pickling the rows
+    through a pipe and copy-on-write faults cost more than the lock contention it saves.)"""
     loop = asyncio.get_running_loop()
     items: asyncio.Queue = asyncio.Queue(maxsize=depth)
     stop = threading.Event()
@@ -397,7 +403,9 @@ async def _pipeline(produce: Callable[[Callable[[tuple], None]], None],
             with contextlib.suppress(_Stopped):
                 emit(("error", exc))
 
-    worker = loop.run_in_executor(None, run)
+    # its own thread, gone afterwards: a process left with one thread may fork (parsing.py)
+    thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="codegraph-rows")
+    worker = loop.run_in_executor(thread, run)
     try:
         while True:
             item = await items.get()
@@ -409,6 +417,7 @@ async def _pipeline(produce: Callable[[Callable[[tuple], None]], None],
     finally:
         stop.set()
         await worker
+        thread.shutdown(wait=True)
 
 
 class _Stopped(Exception):

@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import threading
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -105,24 +106,32 @@ def default_workers(configured: int | None) -> int:
         return os.cpu_count() or 1
 
 
-def _executor(count: int, workers: int, use_pool: bool, daemonic: bool) -> Executor:
+def pool_mode(count: int, workers: int, use_pool: bool) -> str:
+    """How ``count`` files get parsed here: ``thread`` (one thread of this process),
+    ``fork`` or ``forkserver`` (a process pool started that way)."""
     if not use_pool or workers <= 1 or count < 2:
+        return "thread"
+    # Forking copies this process, parsers loaded, at no cost. Safe when this is the only
+    # thread (no lock can be held by another thread at fork time), and the only way in a
+    # Celery prefork child (billiard's process object cannot be handed to a fork server);
+    # there the workers only parse files, needing no other thread's lock.
+    return "fork" if daemonic() or threading.active_count() == 1 else "forkserver"
+
+
+def _executor(mode: str, count: int, workers: int) -> Executor:
+    if mode == "thread":
         return ThreadPoolExecutor(max_workers=1, thread_name_prefix="codegraph-parse")
-    if daemonic:
-        # A Celery prefork child: its process object (billiard's) cannot be handed to a
-        # fork server, so workers are forked from this process, which has the parsers
-        # loaded already. They only parse files: no lock of another thread is needed there.
-        context = multiprocessing.get_context("fork")
-    else:
-        context = multiprocessing.get_context("forkserver")
+    context = multiprocessing.get_context(mode)
+    if mode == "forkserver":
         # The fork server imports the parsers once; every pool worker is then forked ready
-        # to parse (importing offload and the grammars costs ~1 s a process otherwise).
-        # '__main__' stays first: that is multiprocessing's own default.
+        # to parse (importing offload costs ~0.4 s a process otherwise). '__main__' stays
+        # first: that is multiprocessing's own default.
         context.set_forkserver_preload(["__main__", __name__])
     return ProcessPoolExecutor(max_workers=min(workers, count), mp_context=context)
 
 
-def _daemonic() -> bool:
+def daemonic() -> bool:
+    """Whether this process is daemonic (a Celery prefork child)."""
     config = getattr(multiprocessing.current_process(), "_config", None)
     return isinstance(config, dict) and bool(config.get("daemon"))
 
@@ -162,14 +171,13 @@ async def parse_files(
     """
     if not items:
         return
-    daemonic = _daemonic()
-    if use_pool and daemonic:
+    mode = pool_mode(len(items), workers, use_pool)
+    if mode == "fork":
         from offload.apps.codegraph import parsers  # loaded before forking
 
         parsers.preload()
     with _children_allowed():
-        async for outcome in _parse(root, items, max_bytes, workers, use_pool, daemonic,
-                                    on_start, sizes):
+        async for outcome in _parse(root, items, max_bytes, workers, mode, on_start, sizes):
             yield outcome
 
 
@@ -197,12 +205,11 @@ async def _parse(
     items: Sequence[tuple[str, str]],
     max_bytes: int,
     workers: int,
-    use_pool: bool,
-    daemonic: bool,
+    mode: str,
     on_start: Callable[[str], None] | None,
     sizes: dict[str, int] | None,
 ) -> AsyncIterator[Parsed | Failed]:
-    executor = _executor(len(items), workers, use_pool, daemonic)
+    executor = _executor(mode, len(items), workers)
     loop = asyncio.get_running_loop()
     chunks = _chunks(items, sizes or {})
     pending: set[asyncio.Future] = set()

@@ -36,6 +36,7 @@ from offload.apps.codegraph.graph import (
     REPOSITORY,
     TYPE_KINDS,
     Extraction,
+    dumps,
 )
 from offload.apps.codegraph.naming import Naming
 
@@ -93,8 +94,11 @@ class Index:
         self._bases: dict[str, list[tuple]] = {}
         self._prefixes: dict[str, set[str]] = {}
         self._following: set[tuple] = set()
+        self._member_cache: dict[tuple[str, str], str | None] = {}
+        self._binding = True
         self._claim_names()
         self._bind_imports()
+        self._binding = False
 
     # --- names -------------------------------------------------------------------------
     def _claim_names(self) -> None:
@@ -269,19 +273,31 @@ class Index:
 
     def member(self, type_qn: str, name: str) -> str | None:
         """A member of a type, searching its bases depth-first (and of a module-like symbol)."""
-        seen: set[str] = set()
-        stack = [type_qn]
+        found = self.members.get(type_qn)
+        if found is not None and name in found:
+            return found[name]
+        if self.kind.get(type_qn) not in TYPE_KINDS:
+            return None
+        key = (type_qn, name)
+        if key in self._member_cache:
+            return self._member_cache[key]
+        result = None
+        seen = {type_qn}
+        stack = list(reversed(self.bases_of(type_qn)))
         while stack:
             current = stack.pop()
             if current in seen:
                 continue
             seen.add(current)
-            found = self.members.get(current, {}).get(name)
-            if found is not None:
-                return found
+            hit = self.members.get(current, {}).get(name)
+            if hit is not None:
+                result = hit
+                break
             if self.kind.get(current) in TYPE_KINDS:
                 stack.extend(q for q in reversed(self.bases_of(current)) if q)
-        return None
+        if not self._binding:
+            self._member_cache[key] = result
+        return result
 
     def bases_of(self, type_qn: str) -> list[str]:
         """Resolved base classes (repository nodes only) of a type."""
@@ -448,10 +464,7 @@ def repo_rows(index: Index, repo_id: str, root: str) -> tuple[list[NodeRow], lis
 
 def digest_rows(nodes: list[NodeRow], edges: list[EdgeRow]) -> str:
     """A digest of a file's rows: equal digests mean nothing to rewrite."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(repr(nodes).encode())
-    h.update(repr(edges).encode())
-    return h.hexdigest()
+    return hashlib.blake2b(dumps([nodes, edges]).encode(), digest_size=16).hexdigest()
 
 
 __all__ = ["FileData", "Index", "digest_rows", "file_rows", "node_id", "node_id_bytes",

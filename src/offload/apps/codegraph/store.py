@@ -14,8 +14,7 @@ Buffers are flushed every ``batch_rows`` rows, so memory stays bounded.
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +23,7 @@ from sqlalchemy import Text, any_, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from offload.apps.codegraph.graph import dumps
 from offload.apps.codegraph.model import CodeEdge, CodeFile, CodeNode, CodeRepository
 from offload.apps.codegraph.resolve import EdgeRow, NodeRow, node_id_bytes
 
@@ -226,8 +226,9 @@ class RowEncoder:
     def id(self, qn: str) -> Any:
         found = self._ids.get(qn)
         if found is None:
-            raw = node_id_bytes(self.tenant_id, self.repo_id, qn)
-            found = _PG_UUID(raw) if self.postgres else raw.hex()
+            # hex text for both: SQLite stores it as is (SQLAlchemy's Uuid on SQLite), asyncpg
+            # parses it in C; it also pickles cheaply (the producer may be another process)
+            found = node_id_bytes(self.tenant_id, self.repo_id, qn).hex()
             if len(self._ids) < 500_000:
                 self._ids[qn] = found
         return found
@@ -315,12 +316,13 @@ class BulkWriter:
         driver = await self._driver()
         stage = f"codegraph_stage_{table}"
         if not self._staged:
-            # temporary tables have no row-level security; the INSERT below is checked
+            # temporary tables have no row-level security; the INSERT below is checked.
+            # Only the copied columns, no constraints: the real table checks on INSERT.
             await driver.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS codegraph_stage_code_nodes "
-                "(LIKE code_nodes INCLUDING DEFAULTS) ON COMMIT DROP;"
-                "CREATE TEMP TABLE IF NOT EXISTS codegraph_stage_code_edges "
-                "(LIKE code_edges INCLUDING DEFAULTS) ON COMMIT DROP;")
+                "CREATE TEMP TABLE IF NOT EXISTS codegraph_stage_code_nodes ON COMMIT DROP AS "
+                f"SELECT {', '.join(NODE_COLUMNS)} FROM code_nodes WITH NO DATA;"
+                "CREATE TEMP TABLE IF NOT EXISTS codegraph_stage_code_edges ON COMMIT DROP AS "
+                f"SELECT {', '.join(EDGE_COLUMNS)} FROM code_edges WITH NO DATA")
             self._staged = True
         await driver.copy_records_to_table(stage, records=rows, columns=list(columns))
         names = ", ".join(columns)
@@ -328,38 +330,6 @@ class BulkWriter:
                              f"TRUNCATE {stage}")
 
 
-def _json_encoder() -> Callable[[Any], str]:
-    from json import encoder
-
-    make = getattr(encoder, "c_make_encoder", None)
-    quote = getattr(encoder, "c_encode_basestring", None)
-    if make is None or quote is None:  # pragma: no cover - no C accelerator
-        plain = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-        return plain
-    # the C encoder json.dumps builds on every call, built once (no cycle check: our values
-    # are plain dicts of ints, strings and lists)
-    c_encode = make(None, None, quote, None, ":", ",", False, False, True)
-
-    def fast(value: Any) -> str:
-        return "".join(c_encode(value, 0))
-
-    return fast
-
-
-dumps = _json_encoder()
-
-
-def _pg_uuid(raw: bytes) -> Any:
-    return _PG_UUID(raw)
-
-
-try:  # asyncpg's own UUID type encodes without any parsing
-    from asyncpg.pgproto.pgproto import UUID as _PG_UUID
-except ImportError:  # pragma: no cover - older asyncpg
-    import uuid as _uuid
-
-    def _PG_UUID(raw: bytes) -> Any:
-        return _uuid.UUID(bytes=raw)
 
 
 __all__ = [
