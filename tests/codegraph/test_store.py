@@ -4,6 +4,7 @@ ingest), atomic per repository, and resources released on every path."""
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import sqlite3
@@ -255,8 +256,9 @@ async def test_every_parse_mode_yields_the_same_graph(engine, make_settings, dat
         # a fresh single-threaded process forks its pool
         script = workdir / "child.py"
         script.write_text(CHILD)
-        out = subprocess.run([sys.executable, str(script), database_url, tenant, str(repo)],
-                             capture_output=True, text=True, timeout=120, check=True).stdout
+        out = await asyncio.to_thread(
+            lambda: subprocess.run([sys.executable, str(script), database_url, tenant, str(repo)],
+                                   capture_output=True, text=True, timeout=120, check=True).stdout)
         assert json.loads(out.strip().splitlines()[-1])["parse_mode"] == "fork"
         graphs.append(await stored_graph(engine, tenant, "child"))
     assert all(graph == graphs[0] for graph in graphs) and graphs[0][0]
