@@ -17,7 +17,7 @@ creates its own database and role and drops them at the end.
 
     .venv/bin/python bench/codegraph.py [--corpus DIR] [--workers N] [--rounds 1]
 
-Prints a table and one final summary line.
+Prints a table, the targets of issue 5 with PASS/FAIL, and one final ``SUMMARY`` line.
 """
 
 from __future__ import annotations
@@ -319,15 +319,26 @@ def main() -> None:
     pg_full, pg_same = results["PostgreSQL"][0], results["PostgreSQL"][1]
     sq_full = results["SQLite"][0]
     pg_rate = lines / pg_full["seconds"]
-    print()
-    print(f"summary: PostgreSQL {pg_rate:,.0f} lines/s end to end "
-          f"({pg_rate / (lines / parse):.2f}x tree-sitter parse-only"
-          + (f", {(lines / ctags) / pg_rate:.1f}x slower than ctags -R" if ctags else "")
-          + f"); no-change re-index {100 * pg_same['seconds'] / pg_full['seconds']:.1f} % of "
-          f"full; SQLite {lines / sq_full['seconds']:,.0f} lines/s; peak RSS "
-          f"{pg_full['rss_main'] / 2**20:.0f} MB main, {pg_full['rss_tree'] / 2**20:.0f} MB "
-          "with the parse pool")
+    parse_rate = lines / parse
+    same_share = 100 * pg_same["seconds"] / pg_full["seconds"]
+    rss_tree = pg_full["rss_tree"] / 2**20
 
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    print()
+    print(f"targets: PostgreSQL >= 100,000 lines/s end to end: {pg_rate:,.0f} "
+          f"[{verdict(pg_rate >= 100_000)}]; >= 1/3 of parse-only ({parse_rate / 3:,.0f}): "
+          f"{pg_rate / parse_rate:.2f}x [{verdict(pg_rate >= parse_rate / 3)}]; no-change "
+          f"re-index <= 10 % of full: {same_share:.1f} % [{verdict(same_share <= 10)}]; peak "
+          f"RSS < 500 MB: {rss_tree:.0f} MB with the parse pool [{verdict(rss_tree < 500)}]")
+    print(f"SUMMARY codegraph: stdlib {files:,} files / {lines:,} lines into PostgreSQL "
+          f"{pg_rate:,.0f} lines/s ({files / pg_full['seconds']:,.0f} files/s, "
+          f"{pg_rate / parse_rate:.2f}x tree-sitter parse-only"
+          + (f", ctags -R {(lines / ctags) / pg_rate:.1f}x faster" if ctags else "")
+          + f"), no-change re-index {same_share:.1f} % of full, SQLite "
+          f"{lines / sq_full['seconds']:,.0f} lines/s, peak RSS "
+          f"{pg_full['rss_main'] / 2**20:.0f} MB ({rss_tree:.0f} MB with the parse pool)")
 
 if __name__ == "__main__":
     main()

@@ -181,9 +181,15 @@ class Settings(BaseSettings):
         default_factory=lambda: [Path.cwd()],
         description="Directories a repository to ingest must lie under.",
     )
-    codegraph_max_file_bytes: int = Field(2_000_000, gt=0)
-    codegraph_batch_rows: int = Field(5000, gt=0)
-    codegraph_parse_workers: int | None = Field(None, gt=0)
+    codegraph_max_file_bytes: int = Field(
+        2_000_000, gt=0, description="Larger source files are skipped (and counted)."
+    )
+    codegraph_batch_rows: int = Field(
+        5000, gt=0, description="Rows per COPY / executemany batch when storing a graph."
+    )
+    codegraph_parse_workers: int | None = Field(
+        None, gt=0, description="Parse processes; default: the CPUs this process may use."
+    )
     codegraph_max_files: int = Field(
         250_000, gt=0, description="Most source files one repository may have."
     )

@@ -68,6 +68,7 @@ def test_vcs_dependencies_virtualenvs_and_gitignored_paths_are_skipped(tmp_path:
     write(root / "node_modules" / "lib" / "index.js")
     write(root / "env" / "pyvenv.cfg", "home = /usr\n")
     write(root / "env" / "lib" / "site.py")
+    write(root / "venv" / "__init__.py")  # a package named venv (the stdlib has one)
     write(root / "build" / "gen.py")
     write(root / "logs" / "a.py")
     write(root / "src" / "keep.py")
@@ -76,7 +77,8 @@ def test_vcs_dependencies_virtualenvs_and_gitignored_paths_are_skipped(tmp_path:
     write(root / ".gitignore", "build/\n*.log\nlogs\n")
     write(root / "src" / ".gitignore", "drop.py\ngen_*.py\n!gen_one.py\n")
     found = scan(root.resolve(), 1_000_000)
-    assert sorted(f.path for f in found.files) == ["main.py", "src/gen_one.py", "src/keep.py"]
+    assert sorted(f.path for f in found.files) == ["main.py", "src/gen_one.py", "src/keep.py",
+                                                  "venv/__init__.py"]
     assert found.skipped["ignored"] >= 5
 
 

@@ -29,9 +29,10 @@ import pathspec
 from offload.apps.codegraph.errors import RepositoryParseError
 from offload.apps.codegraph.languages import language_of
 
-#: Directory names never descended into.
+#: Directory names never descended into (other virtualenvs are found by their pyvenv.cfg: a
+#: package may well be called ``venv``, as the standard library's is).
 SKIP_DIRS = frozenset({
-    ".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", ".tox", ".nox",
+    ".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", ".tox", ".nox",
     ".mypy_cache", ".pytest_cache", ".ruff_cache", ".eggs", ".idea", ".vscode", "target",
     "bower_components", ".gradle", ".next", ".cache",
 })
