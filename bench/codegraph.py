@@ -15,7 +15,7 @@ memory of that process and of all its descendants (the parse pool) every 20 ms a
 peaks. PostgreSQL: superuser ``postgres`` on 127.0.0.1:5432 with trust auth; the benchmark
 creates its own database and role and drops them at the end.
 
-    .venv/bin/python bench/codegraph.py [--corpus DIR] [--workers N] [--rounds 1]
+    .venv/bin/python bench/codegraph.py [--corpus DIR] [--workers N]
 
 Prints a table, the targets of issue 5 with PASS/FAIL, and one final ``SUMMARY`` line.
 """
@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import sysconfig
@@ -115,9 +114,7 @@ def child(url: str, corpus: str, runs: list[str], workers: int | None) -> None:
         try:
             for run in runs:
                 if run == "one-file":
-                    target = Path(corpus) / "json" / "decoder.py"
-                    target.write_text(target.read_text() + "\n\ndef _bench_marker():\n"
-                                      "    return JSONDecoder()\n")
+                    one_file_change(Path(corpus))
                 started = time.perf_counter()
                 async with session_maker(engine)() as session:
                     result = await ingest_repository(session, tenant_id="bench",
@@ -130,6 +127,18 @@ def child(url: str, corpus: str, runs: list[str], workers: int | None) -> None:
             await engine.dispose()
 
     asyncio.run(main())
+
+
+def one_file_change(corpus: Path) -> None:
+    """Add a function to one Python file (an interface change): json/decoder.py in the
+    standard library, else the first Python file; else append a comment to the first file."""
+    target = corpus / "json" / "decoder.py"
+    if not target.is_file():
+        target = next(iter(sorted(corpus.rglob("*.py"))), None) or next(
+            p for p in sorted(corpus.rglob("*")) if p.is_file())
+    addition = ("\n\ndef _bench_marker():\n    return 1\n" if target.suffix == ".py"
+                else "\n// bench marker\n")
+    target.write_text(target.read_text(errors="replace") + addition)
 
 
 def _tree_rss(pid: int) -> tuple[int, int]:
@@ -250,7 +259,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", type=Path, help="ingest this tree instead of the stdlib")
     parser.add_argument("--workers", type=int, help="parse processes (default: all CPUs)")
-    parser.add_argument("--rounds", type=int, default=1, help="full ingestions per store")
     parser.add_argument("--child", nargs=3, metavar=("URL", "CORPUS", "RUNS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -262,7 +270,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="codegraph-bench-"))
     pg_name = pg_role = None
     try:
-        corpus = args.corpus.resolve() if args.corpus else copy_stdlib(work / "stdlib")
+        if args.corpus:  # a copy: the one-file run edits a file
+            corpus = work / args.corpus.resolve().name
+            shutil.copytree(args.corpus.resolve(), corpus, symlinks=True)
+        else:
+            corpus = copy_stdlib(work / "stdlib")
         files, lines, size = corpus_stats(corpus)
         print(f"corpus: {corpus} — {files:,} files, {lines:,} lines, {size / 1e6:.1f} MB "
               f"(Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)")
@@ -279,32 +291,20 @@ def main() -> None:
         pg_name, pg_role, pg_url = pg_setup()
         sqlite_url = sqlite_setup(f"sqlite+aiosqlite:///{work}/bench.db")
         for store, url in (("PostgreSQL", pg_url), ("SQLite", sqlite_url)):
-            fulls = []
-            for round_ in range(args.rounds):
-                if round_:  # a fresh repository id keeps every round a full ingestion
-                    shutil.copytree(corpus, work / f"round{round_}", dirs_exist_ok=True)
-                runs = ingest_in_child(url, corpus if not round_ else work / f"round{round_}",
-                                       ["full", "unchanged", "one-file"] if not round_
-                                       else ["full"], args.workers)
-                fulls.append(runs[0])
-                if not round_:
-                    results[store] = runs
-            full = min(fulls, key=lambda r: r["seconds"])
-            full_runs = results[store]
-            for run in (full, *full_runs[1:]):
+            runs = ingest_in_child(url, corpus, ["full", "unchanged", "one-file"],
+                                   args.workers)
+            results[store] = runs
+            for run in runs:
                 label = {"full": "full ingestion", "unchanged": "re-index, nothing changed",
                          "one-file": "re-index, one file changed"}[run["run"]]
                 r = run["result"]
                 detail = (f"{r['nodes_created']:,} nodes, {r['edges_created']:,} edges, "
                           f"{r['files_parsed']:,} parsed")
+                if run["run"] == "one-file":
+                    detail += f", {r.get('files_rewritten_unchanged', 0)} dependants rewritten"
                 memory = (f"{run['rss_main'] / 2**20:.0f} MB / {run['rss_tree'] / 2**20:.0f} MB"
-                          if run is full else "")
+                          if run["run"] == "full" else "")
                 rows.append((f"{store}: {label}", run["seconds"], detail, memory))
-            results[store] = [full, *full_runs[1:]]
-            if args.rounds > 1:
-                spread = statistics.pstdev(r["seconds"] for r in fulls)
-                rows[-3] = (rows[-3][0] + f" (best of {args.rounds}, ±{spread:.2f} s)",
-                            *rows[-3][1:])
     finally:
         if pg_name:
             pg_teardown(pg_name, pg_role)
