@@ -181,7 +181,7 @@ async def _ingest_once(session: AsyncSession, tenant_id: str, repo_id: str, root
             return {**base, "nodes_created": 0, "edges_created": 0, "files_parsed": 0,
                     "files_failed": 0, "files_skipped": sum(skipped.values()),
                     "skipped": dict(skipped), "lines_parsed": 0, "failures": [],
-                    "parse_mode": None,
+                    "parse_mode": None, "files_rewritten_unchanged": 0,
                     "generation": state.generation, "changed": False}
 
     # --- parse --------------------------------------------------------------------------
