@@ -184,9 +184,9 @@ def test_bad_input_fails_at_once_with_an_actionable_message(embedded, kwargs, er
 
 
 @pytest.fixture
-def offload_settings_overrides() -> dict:
+def offload_settings_overrides(tmp_path: Path) -> dict:
     return {"task_packages": [], "task_modules": ["offload.apps.codegraph.tasks"],
-            "codegraph_roots": [str(FIXTURES)]}
+            "codegraph_roots": [str(FIXTURES), str(tmp_path)]}
 
 
 @pytest.fixture
@@ -205,3 +205,27 @@ def test_storage_errors_are_retried_not_failed(unreachable_db, offload_app, offl
     # the first retry waits ~60 s: the task is scheduled again, not failed
     assert result.state == "RETRY"
     result.revoke()
+
+
+@pytest.fixture
+def pooled(offload_settings_overrides: dict, tmp_path: Path) -> Path:
+    offload_settings_overrides["codegraph_pool_min_bytes"] = 0
+    offload_settings_overrides["codegraph_parse_workers"] = 2
+    return synthetic_repo(tmp_path / "pooled", 60)
+
+
+def test_threads_worker_parses_in_a_fork_server_pool(pooled, offload_settings, offload_app,
+                                                      offload_worker):
+    async def migrate() -> None:
+        engine = create_engine(offload_settings.database)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(migrate())
+    result = TASK.on_app(offload_app).apply_async(
+        kwargs={"tenant_id": "acme", "repo_id": "pooled", "repo_path": str(pooled)})
+    value = result.get(timeout=120)
+    # a worker running threads never forks: its pool comes from the fork server
+    assert value["parse_mode"] == "forkserver" and value["files_parsed"] == 60
