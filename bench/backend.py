@@ -11,8 +11,9 @@ What is measured (per backend, interleaved round by round so machine noise hits 
 * group join: a 100-member ``GroupResult.join_native`` against reading the members one by one;
 * chord latency: a 1,000-part chord through a real worker (threads pool, in-process broker):
   time from the last header task finishing to the callback starting;
-* chord race: 4 worker threads x 50 chords of 100 parts with frequent thread switches,
-  counting chords whose callback ran twice or never;
+* chord race: 4 threads report the 100 header tasks of each of 50 chords as done at the same
+  time (as 4 busy workers would), switching threads often; counting chords whose callback ran
+  twice or never;
 * the engine floor: the same operations through the official SDK client on the same engine.
 
 surrealdb-celery-backend is installed in ``bench/.venv-baseline`` (git-ignored; created on
@@ -271,24 +272,53 @@ def chord_latency(app, size: int, runs: int) -> tuple[float | None, str]:
 
 
 def chord_race(app, chords: int, parts: int, threads: int) -> tuple[int, int]:
+    """``threads`` threads report the header tasks of ``chords`` chords as done, all at once
+    (what that many busy workers do), switching threads often; a worker runs the callbacks
+    (and, for a backend without native chords, Celery's ``chord_unlock``). Returns how many
+    chords got their callback twice or more, and how many never got it."""
+    from celery.app.task import Context
     from celery.contrib.testing.worker import start_worker
 
     probe = ChordProbe(app)
-    tags = [uuid.uuid4().hex for _ in range(chords)]
+    backend = app.backend
+    plan = []
+    for _ in range(chords):
+        tag, group_id = uuid.uuid4().hex, uuid.uuid4().hex
+        ids = [uuid.uuid4().hex for _ in range(parts)]
+        body = probe.callback.s(tag).set(task_id=uuid.uuid4().hex)
+        backend.apply_chord((group_id, [app.AsyncResult(t) for t in ids]), body)
+        backend.set_chord_size(group_id, parts)
+        plan.append((tag, group_id, ids, dict(body)))
+    jobs = [(group_id, index, task_id, body)
+            for _, group_id, ids, body in plan for index, task_id in enumerate(ids)]
+    barrier = threading.Barrier(threads)
+
+    def report(share: list) -> None:
+        barrier.wait()
+        thread_backend = app.backend  # one backend instance per thread, as in a worker
+        for group_id, index, task_id, body in share:
+            request = Context(id=task_id, group=group_id, group_index=index, chord=body,
+                              ignore_result=False, delivery_info={}, children=[])
+            thread_backend.mark_as_done(task_id, index, request=request)
+
     switch = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)  # threads switch often: the interleavings of a busy worker
+    sys.setswitchinterval(1e-6)  # threads switch often: the interleavings of busy workers
     try:
-        with start_worker(app, pool="threads", concurrency=threads, perform_ping_check=False,
+        with start_worker(app, pool="threads", concurrency=4, perform_ping_check=False,
                           loglevel="CRITICAL", shutdown_timeout=60):
-            for tag in tags:
-                probe.launch(tag, parts)
-            probe.wait(tags, timeout=180)
-            time.sleep(2.0)  # let duplicates (or a late unlock) arrive
+            workers = [threading.Thread(target=report, args=(jobs[n::threads],))
+                       for n in range(threads)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            probe.wait([tag for tag, *_ in plan], timeout=120)
+            time.sleep(3.0)  # let duplicates (or a late chord_unlock) arrive
             stop_worker(app)
     finally:
         sys.setswitchinterval(switch)
     with probe.lock:
-        counts = Counter({tag: len(probe.callback_start.get(tag, ())) for tag in tags})
+        counts = Counter({tag: len(probe.callback_start.get(tag, ())) for tag, *_ in plan})
     return sum(1 for c in counts.values() if c > 1), sum(1 for c in counts.values() if c == 0)
 
 
