@@ -7,17 +7,25 @@ module only knows how to configure one well and how to migrate a schema through 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 
 from offload.errors import ConfigurationError
 
-__all__ = ["create_engine", "dialect_of", "is_postgres", "migrate", "run_alembic_env",
-           "session_maker"]
+__all__ = ["begin_write", "create_engine", "dialect_of", "is_postgres", "migrate",
+           "run_alembic_env", "session_maker", "write_transaction"]
 
 
 def dialect_of(url: str) -> str:
@@ -67,6 +75,46 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
 
 def session_maker(engine: AsyncEngine) -> async_sessionmaker:
     return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+async def begin_write(target: AsyncSession | AsyncConnection) -> None:
+    """Make ``target``'s current transaction a serialised write; call it before the first read.
+
+    A read-modify-write (read a balance, write ``balance - n``) is only correct when no other
+    writer can slip in between the read and the write:
+
+    * **SQLite**: emits ``BEGIN IMMEDIATE``, which takes the database's single write lock
+      *before* the first read; another writer then waits (``busy_timeout``, see
+      :func:`create_engine`) until this transaction ends. Without it the driver (pysqlite in
+      its default mode) reads outside any transaction and only begins one at the first write,
+      so two read-modify-writes interleave and one update is silently lost. If the driver
+      connection is already in a transaction (a write already took the lock) it does nothing.
+    * **PostgreSQL** (and any other dialect): does nothing. Lock the rows you are going to
+      change instead, with ``select(...).with_for_update()`` (``skip_locked=True`` for a work
+      queue that several workers drain); writers of other rows keep going in parallel.
+
+    The transaction ends as usual (``commit()`` / ``rollback()``); :func:`write_transaction`
+    does both for a block.
+    """
+    connection = await target.connection() if isinstance(target, AsyncSession) else target
+    if connection.dialect.name != "sqlite":
+        return
+    raw = await connection.get_raw_connection()
+    if not raw.driver_connection.in_transaction:
+        await connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@asynccontextmanager
+async def write_transaction(session: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """``async with write_transaction(session):`` one serialised write transaction:
+    :func:`begin_write` first, commit when the block ends, roll back if it raises."""
+    try:
+        await begin_write(session)
+        yield session
+        await session.commit()
+    except BaseException:
+        await session.rollback()
+        raise
 
 
 def _alembic_config(script_location: str | Path, version_table: str) -> Any:
