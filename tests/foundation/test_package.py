@@ -7,17 +7,38 @@ import subprocess
 import sys
 import types
 
+import pytest
+
 import offload
 
 
 def test_all_matches_what_is_exported():
     # Every public name of the package is in __all__, and everything in __all__ exists.
+    # The names are loaded lazily (module __getattr__): dir() lists them, getattr loads them.
     exported = {
-        name for name, value in vars(offload).items()
-        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        name for name in dir(offload)
+        if not name.startswith("_") and not isinstance(getattr(offload, name), types.ModuleType)
     }
     assert set(offload.__all__) == exported
     assert len(offload.__all__) == len(set(offload.__all__))
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        _ = offload.nothing_here
+
+
+def test_importing_offload_is_cheap():
+    # `import offload` (and offload.errors) must not pull in Celery, SQLAlchemy or pydantic;
+    # the public names load on first use.
+    script = (
+        "import sys, offload, offload.errors\n"
+        "heavy = [m for m in ('celery', 'kombu', 'sqlalchemy', 'pydantic', 'offload.tasks',\n"
+        "         'offload.factory', 'offload.settings') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert offload.simple_task.__module__ == 'offload.tasks.decorators'\n"
+        "assert 'celery' in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
 
 
 def test_importing_offload_opens_no_connection_and_reads_no_environment():
