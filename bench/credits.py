@@ -37,26 +37,18 @@ from offload.apps.credits.model import (
     utcnow,
 )
 from offload.apps.credits.schema import upgrade
-from offload.apps.credits.service import begin_write
 from offload.apps.credits.sinks import HttpSink
-from offload.db import create_engine, session_maker
+from offload.db import begin_write, create_engine, session_maker
 
 TENANT = "bench"
 HOLD_AMOUNT = 3
 
 
-async def create_database(admin_dsn: str, name: str) -> None:
+async def admin(admin_dsn: str, statement: str) -> None:
+    """Run one statement (CREATE / DROP DATABASE) on the server's admin database."""
     connection = await asyncpg.connect(admin_dsn)
     try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-
-
-async def drop_database(admin_dsn: str, name: str) -> None:
-    connection = await asyncpg.connect(admin_dsn)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await connection.execute(statement)
     finally:
         await connection.close()
 
@@ -221,9 +213,9 @@ def row(label: str, values: list[float], unit: str) -> str:
 
 
 async def main(args: argparse.Namespace) -> int:
-    admin = f"postgresql://postgres@{args.host}:{args.port}/postgres"
+    admin_dsn = f"postgresql://postgres@{args.host}:{args.port}/postgres"
     name = f"offload_bench_credits_{uuid.uuid4().hex[:8]}"
-    await create_database(admin, name)
+    await admin(admin_dsn, f'CREATE DATABASE "{name}"')
     engine = create_engine(f"postgresql+asyncpg://postgres@{args.host}:{args.port}/{name}",
                            pool_size=4)
     try:
@@ -288,7 +280,7 @@ async def main(args: argparse.Namespace) -> int:
         return 0 if ratio >= 10 else 1
     finally:
         await engine.dispose()
-        await drop_database(admin, name)
+        await admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

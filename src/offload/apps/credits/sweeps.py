@@ -13,7 +13,7 @@ On SQLite every batch is a ``BEGIN IMMEDIATE`` transaction (one writer at a time
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -27,14 +27,14 @@ from offload.apps.credits.model import (
     CreditTransaction,
     utcnow,
 )
-from offload.apps.credits.service import (
+from offload.apps.credits.service.config import (
     CreditsConfig,
     allocation_key,
-    begin_write,
     check_period,
     current_period,
 )
 from offload.apps.credits.sinks import ROW_FIELDS, AnalyticsSink
+from offload.db import begin_write
 
 T = TypeVar("T")
 ACCOUNTS = CreditAccount.__table__
@@ -79,6 +79,45 @@ class CounterStats:
         self.counts[name] += n
 
 
+class _Sweep:
+    """The frame every sweep shares: list the work, then one write transaction per batch,
+    counted in the summary and the runner's stats once the batch is committed."""
+
+    def __init__(
+        self, session: AsyncSession, batches: Batches | None, stats: Stats | None, *counts: str
+    ) -> None:
+        self.session = session
+        self.batches = batches or SessionBatches(session)
+        self.stats = stats or CounterStats()
+        self.summary: Counter[str] = Counter(dict.fromkeys(counts, 0))
+
+    async def listing(self, query: Any) -> list[Any]:
+        """The rows of ``query`` (one column: its values), read in a transaction of its own."""
+        result = await self.session.execute(query)
+        rows = list(result.scalars()) if len(query.selected_columns) == 1 else [
+            tuple(row) for row in result]
+        await self.session.commit()  # end the listing's read transaction before the batches
+        return rows
+
+    async def run(
+        self, items: Sequence[T], size: int, batch: Callable[[list[T]], Awaitable[dict[str, int]]]
+    ) -> dict[str, int]:
+        """``batch(chunk)`` for each chunk of ``items``, each a serialised write transaction
+        (``begin_write``) committed by the runner; any error rolls the current batch back."""
+        try:
+            async for chunk in _each_batch(self.batches, items, size):
+                await begin_write(self.session)
+                counts = await batch(chunk)
+                await self.batches.commit_batch()
+                self.summary.update(counts)
+                for name, n in counts.items():
+                    self.stats.increment(name, n)
+        except BaseException:
+            await self.session.rollback()
+            raise
+        return dict(self.summary)
+
+
 async def _each_batch(batches: Batches, items: Sequence[T], size: int) -> AsyncIterator[list[T]]:
     """Accept both an async and a plain iterator from ``iter_batches``."""
     produced = batches.iter_batches(items, size)
@@ -90,18 +129,12 @@ async def _each_batch(batches: Batches, items: Sequence[T], size: int) -> AsyncI
             yield list(chunk)
 
 
-async def _ids(session: AsyncSession, query: Any) -> list[Any]:
-    ids = list((await session.execute(query)).scalars())
-    await session.commit()  # end the listing's read transaction before the batches start
-    return ids
-
-
 def _keys_source(session: AsyncSession, keys: Sequence[AccountKey]) -> Any:
     """The account keys as a joinable row source.
 
     PostgreSQL gets ``unnest(:tenants, :users)`` (two array parameters: planned once, joined on
     the primary key); a row-value ``IN`` list of hundreds of pairs costs it more to plan than
-    to run. SQLite handles the ``IN`` list well and gets ``None`` (use :func:`_keys_in`).
+    to run. SQLite handles the ``IN`` list well and gets ``None`` (use :func:`_restrict`).
     """
     if session.get_bind().dialect.name != "postgresql":
         return None
@@ -149,19 +182,30 @@ async def _lock_accounts(
     return {(r.tenant, r.user_id): r._asdict() for r in rows}
 
 
-async def _store_balances(
-    session: AsyncSession, balances: dict[AccountKey, int], now: datetime
-) -> None:
-    if not balances:
-        return
-    await session.execute(
-        update(ACCOUNTS)
-        .where(ACCOUNTS.c.tenant == bindparam("k_tenant"),
-               ACCOUNTS.c.user_id == bindparam("k_user"))
-        .values(credits_balance=bindparam("k_balance"), version=ACCOUNTS.c.version + 1,
-                updated_at=now),
-        [{"k_tenant": t, "k_user": u, "k_balance": b} for (t, u), b in sorted(balances.items())],
-    )
+async def _credit(
+    session: AsyncSession,
+    accounts: dict[AccountKey, dict[str, Any]],
+    credits: Sequence[tuple[AccountKey, int]],
+    now: datetime,
+) -> list[int]:
+    """Add each ``(key, amount)`` in order to the locked ``accounts`` and store the new
+    balances set-wise; return the balance right after each credit."""
+    balances = {key: accounts[key]["credits_balance"] for key, _ in credits}
+    after = []
+    for key, amount in credits:
+        balances[key] += amount
+        after.append(balances[key])
+    if balances:
+        await session.execute(
+            update(ACCOUNTS)
+            .where(ACCOUNTS.c.tenant == bindparam("k_tenant"),
+                   ACCOUNTS.c.user_id == bindparam("k_user"))
+            .values(credits_balance=bindparam("k_balance"), version=ACCOUNTS.c.version + 1,
+                    updated_at=now),
+            [{"k_tenant": t, "k_user": u, "k_balance": b}
+             for (t, u), b in sorted(balances.items())],
+        )
+    return after
 
 
 def _tx(key: AccountKey, amount: int, balance_after: int, type_: str, now: datetime,
@@ -189,17 +233,14 @@ async def cleanup_expired_holds(
     the balance with a ``release`` transaction. Returns ``released``, ``credits_returned``,
     ``skipped`` (holds another sweep or a client settled first)."""
     now = now or utcnow()
-    batches = batches or SessionBatches(session)
-    stats = stats or CounterStats()
-    summary = Counter(released=0, credits_returned=0, skipped=0)
-    ids = await _ids(
-        session,
+    sweep = _Sweep(session, batches, stats, "released", "credits_returned", "skipped")
+    ids = await sweep.listing(
         select(HOLDS.c.id)
         .where(HOLDS.c.status == "active", HOLDS.c.expires_at <= now)
-        .order_by(HOLDS.c.expires_at, HOLDS.c.id),
+        .order_by(HOLDS.c.expires_at, HOLDS.c.id)
     )
-    async for chunk in _each_batch(batches, ids, batch_size):
-        await begin_write(session)
+
+    async def batch(chunk: list[str]) -> dict[str, int]:
         # Claim and expire in one statement: the subquery locks what no other sweep holds
         # (SKIP LOCKED) and still is active and expired; the UPDATE changes exactly those.
         claim = (
@@ -214,25 +255,19 @@ async def cleanup_expired_holds(
             .values(status="expired", is_active=False, updated_at=now)
             .returning(HOLDS.c.id, HOLDS.c.tenant, HOLDS.c.user_id, HOLDS.c.amount)
         )).all(), key=lambda h: (h.tenant, h.user_id, h.id))
-        skipped = len(chunk) - len(holds)
         if holds:
-            accounts = await _lock_accounts(session, ((h.tenant, h.user_id) for h in holds))
-            balances = {key: row["credits_balance"] for key, row in accounts.items()}
-            rows = []
-            for h in holds:
-                key = (h.tenant, h.user_id)
-                balances[key] += h.amount
-                rows.append(_tx(key, h.amount, balances[key], "release", now,
-                                reference_id=h.id, notes="hold expired"))
-            await _store_balances(session, balances, now)
-            await session.execute(insert(TRANSACTIONS), rows)
-        await batches.commit_batch()
-        returned = sum(h.amount for h in holds)
-        summary.update(released=len(holds), credits_returned=returned, skipped=skipped)
-        stats.increment("released", len(holds))
-        stats.increment("credits_returned", returned)
-        stats.increment("skipped", skipped)
-    return dict(summary)
+            credits = [((h.tenant, h.user_id), h.amount) for h in holds]
+            accounts = await _lock_accounts(session, (key for key, _ in credits))
+            after = await _credit(session, accounts, credits, now)
+            await session.execute(insert(TRANSACTIONS), [
+                _tx(key, h.amount, balance, "release", now, reference_id=h.id,
+                    notes="hold expired")
+                for (key, _), h, balance in zip(credits, holds, after, strict=True)
+            ])
+        return {"released": len(holds), "credits_returned": sum(h.amount for h in holds),
+                "skipped": len(chunk) - len(holds)}
+
+    return await sweep.run(ids, batch_size, batch)
 
 
 # --- credits.allocate_monthly -------------------------------------------------------------------
@@ -255,48 +290,39 @@ async def allocate_monthly(
     now = now or utcnow()
     period = check_period(period or current_period(now))
     key = allocation_key(period)
-    batches = batches or SessionBatches(session)
-    stats = stats or CounterStats()
-    summary = Counter(allocated=0, credits=0, already_allocated=0)
-    tiers = sorted(t for t, amount in config.allowances.items() if amount > 0)
-    keys = [] if not tiers else list((await session.execute(
+    sweep = _Sweep(session, batches, stats, "allocated", "credits", "already_allocated")
+    tiers = sorted(t for t in config.allowances if config.allowance(t) > 0)
+    keys = await sweep.listing(
         select(ACCOUNTS.c.tenant, ACCOUNTS.c.user_id)
         .where(ACCOUNTS.c.subscription_tier.in_(tiers))
         .order_by(ACCOUNTS.c.tenant, ACCOUNTS.c.user_id)
-    )).all())
-    keys = [(t, u) for t, u in keys]
-    await session.commit()
-    async for chunk in _each_batch(batches, keys, config.batch_size):
-        await begin_write(session)
+    ) if tiers else []
+
+    async def batch(chunk: list[AccountKey]) -> dict[str, int]:
         accounts = await _lock_accounts(session, chunk)  # waits for a concurrent run's batch
-        done = set((await session.execute(_restrict(
+        done = {tuple(row) for row in await session.execute(_restrict(
             session,
             select(TRANSACTIONS.c.tenant, TRANSACTIONS.c.user_id).select_from(TRANSACTIONS)
             .where(TRANSACTIONS.c.idempotency_key == key),
             TRANSACTIONS, list(accounts),
-        ))).all()) if accounts else set()
-        done = {(t, u) for t, u in done}
-        balances, rows = {}, []
-        for account_key, account in accounts.items():
-            allowance = int(config.allowances.get(account["subscription_tier"], 0))
-            if account_key in done or allowance <= 0:
-                continue
-            balances[account_key] = account["credits_balance"] + allowance
-            rows.append(_tx(
-                account_key, allowance, balances[account_key], "monthly_allocation", now,
-                idempotency_key=key,
-                notes=f"monthly allowance {period} ({account['subscription_tier']})",
-            ))
-        if rows:
-            await _store_balances(session, balances, now)
-            await session.execute(insert(TRANSACTIONS), rows)
-        await batches.commit_batch()
-        credits = sum(r["amount"] for r in rows)
-        summary.update(allocated=len(rows), credits=credits, already_allocated=len(done))
-        stats.increment("allocated", len(rows))
-        stats.increment("credits", credits)
-        stats.increment("already_allocated", len(done))
-    return {**summary, "period": period}
+        ))} if accounts else set()
+        credits = [
+            (account_key, config.allowance(account["subscription_tier"]))
+            for account_key, account in accounts.items() if account_key not in done
+        ]
+        credits = [(account_key, amount) for account_key, amount in credits if amount > 0]
+        if credits:
+            after = await _credit(session, accounts, credits, now)
+            await session.execute(insert(TRANSACTIONS), [
+                _tx(account_key, amount, balance, "monthly_allocation", now,
+                    idempotency_key=key, notes=f"monthly allowance {period} "
+                                               f"({accounts[account_key]['subscription_tier']})")
+                for (account_key, amount), balance in zip(credits, after, strict=True)
+            ])
+        return {"allocated": len(credits), "credits": sum(amount for _, amount in credits),
+                "already_allocated": len(done)}
+
+    return {**await sweep.run(keys, config.batch_size, batch), "period": period}
 
 
 # --- credits.process_pending ---------------------------------------------------------------------
@@ -318,17 +344,15 @@ async def process_pending(
     now = now or utcnow()
     cutoff = now - timedelta(seconds=max_age)
     age = _age_text(max_age)
-    batches = batches or SessionBatches(session)
-    stats = stats or CounterStats()
-    summary = Counter(completed=0, reverted=0, credits_refunded=0, skipped=0)
-    ids = await _ids(
-        session,
+    sweep = _Sweep(session, batches, stats, "completed", "reverted", "credits_refunded",
+                   "skipped")
+    ids = await sweep.listing(
         select(TRANSACTIONS.c.id)
         .where(TRANSACTIONS.c.status == "pending", TRANSACTIONS.c.created_at < cutoff)
-        .order_by(TRANSACTIONS.c.id),
+        .order_by(TRANSACTIONS.c.id)
     )
-    async for chunk in _each_batch(batches, ids, batch_size):
-        await begin_write(session)
+
+    async def batch(chunk: list[int]) -> dict[str, int]:
         pending = (await session.execute(
             select(TRANSACTIONS.c.id, TRANSACTIONS.c.tenant, TRANSACTIONS.c.user_id,
                    TRANSACTIONS.c.amount, TRANSACTIONS.c.type, TRANSACTIONS.c.notes)
@@ -343,18 +367,16 @@ async def process_pending(
             {"k_id": p.id, "k_status": "completed",
              "k_notes": _note(p.notes, f"completed automatically: pending for over {age}")}
             for p in complete
+        ] + [
+            {"k_id": p.id, "k_status": "failed",
+             "k_notes": _note(p.notes, f"failed: pending for over {age}; "
+                                       f"{abs(p.amount)} credits refunded")}
+            for p in revert
         ]
         if revert:
-            accounts = await _lock_accounts(session, ((p.tenant, p.user_id) for p in revert))
-            balances = {key: row["credits_balance"] for key, row in accounts.items()}
-            for p in revert:
-                balances[(p.tenant, p.user_id)] += abs(p.amount)
-                changes.append({
-                    "k_id": p.id, "k_status": "failed",
-                    "k_notes": _note(p.notes, f"failed: pending for over {age}; "
-                                              f"{abs(p.amount)} credits refunded"),
-                })
-            await _store_balances(session, balances, now)
+            credits = [((p.tenant, p.user_id), abs(p.amount)) for p in revert]
+            accounts = await _lock_accounts(session, (key for key, _ in credits))
+            await _credit(session, accounts, credits, now)
         if changes:
             await session.execute(
                 update(TRANSACTIONS)
@@ -363,15 +385,11 @@ async def process_pending(
                         updated_at=now),
                 changes,
             )
-        await batches.commit_batch()
-        refunded = sum(abs(p.amount) for p in revert)
-        skipped = len(chunk) - len(pending)
-        summary.update(completed=len(complete), reverted=len(revert),
-                       credits_refunded=refunded, skipped=skipped)
-        for name, n in (("completed", len(complete)), ("reverted", len(revert)),
-                        ("credits_refunded", refunded), ("skipped", skipped)):
-            stats.increment(name, n)
-    return dict(summary)
+        return {"completed": len(complete), "reverted": len(revert),
+                "credits_refunded": sum(abs(p.amount) for p in revert),
+                "skipped": len(chunk) - len(pending)}
+
+    return await sweep.run(ids, batch_size, batch)
 
 
 def _age_text(seconds: float) -> str:
@@ -399,41 +417,33 @@ async def sync_usage(
     synced only after the sink acknowledged it. A sink error rolls the current batch back
     (its rows stay unsynced for the next run) and propagates; batches acknowledged before it
     stay synced. Returns ``synced`` and ``skipped``."""
-    batches = batches or SessionBatches(session)
-    stats = stats or CounterStats()
-    summary = Counter(synced=0, skipped=0)
+    sweep = _Sweep(session, batches, stats, "synced", "skipped")
     unsynced = (TRANSACTIONS.c.status == "completed") & TRANSACTIONS.c.synced_to_analytics.is_(
         False
     )
-    ids = await _ids(
-        session, select(TRANSACTIONS.c.id).where(unsynced).order_by(TRANSACTIONS.c.id)
+    ids = await sweep.listing(
+        select(TRANSACTIONS.c.id).where(unsynced).order_by(TRANSACTIONS.c.id)
     )
     columns = [TRANSACTIONS.c[name] for name in ROW_FIELDS]
-    async for chunk in _each_batch(batches, ids, batch_size):
-        try:
-            # SQLite: the batch holds the write lock until the sink answered (one sync at a time)
-            await begin_write(session)
-            rows = [r._asdict() for r in (await session.execute(
-                select(*columns)
-                .where(_id_in(session, TRANSACTIONS.c.id, chunk), unsynced)
-                .order_by(TRANSACTIONS.c.id)
-                .with_for_update(skip_locked=True)  # a concurrent sync skips these rows
-            ))]
-            if rows:
-                await sink.send(rows)  # raises unless the sink acknowledged every row
-                await session.execute(
-                    update(TRANSACTIONS)
-                    .where(_id_in(session, TRANSACTIONS.c.id, [r["id"] for r in rows]))
-                    .values(synced_to_analytics=True)
-                )
-            await batches.commit_batch()
-        except BaseException:
-            await session.rollback()
-            raise
-        summary.update(synced=len(rows), skipped=len(chunk) - len(rows))
-        stats.increment("synced", len(rows))
-        stats.increment("skipped", len(chunk) - len(rows))
-    return dict(summary)
+
+    async def batch(chunk: list[int]) -> dict[str, int]:
+        # SQLite: the batch holds the write lock until the sink answered (one sync at a time)
+        rows = [r._asdict() for r in (await session.execute(
+            select(*columns)
+            .where(_id_in(session, TRANSACTIONS.c.id, chunk), unsynced)
+            .order_by(TRANSACTIONS.c.id)
+            .with_for_update(skip_locked=True)  # a concurrent sync skips these rows
+        ))]
+        if rows:
+            await sink.send(rows)  # raises unless the sink acknowledged every row
+            await session.execute(
+                update(TRANSACTIONS)
+                .where(_id_in(session, TRANSACTIONS.c.id, [r["id"] for r in rows]))
+                .values(synced_to_analytics=True)
+            )
+        return {"synced": len(rows), "skipped": len(chunk) - len(rows)}
+
+    return await sweep.run(ids, batch_size, batch)
 
 
 __all__ = [

@@ -21,13 +21,14 @@ the CLI at start-up).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from celery.schedules import crontab
 
 from offload import RetryPolicy, TaskContext, db_task
 from offload.apps.credits import sweeps
-from offload.apps.credits.service import CreditsConfig
+from offload.apps.credits.service.config import CreditsConfig
 from offload.apps.credits.sinks import sink_from_settings
 
 SWEEP_RETRIES = RetryPolicy(max_retries=3, base_delay=60, max_delay=600)
@@ -37,6 +38,23 @@ ALLOCATION_RETRIES = RetryPolicy(max_retries=8, base_delay=60, max_delay=900)
 SYNC_RETRIES = RetryPolicy(max_retries=3, base_delay=30, max_delay=240)
 
 SWEEP_LIMITS: dict[str, Any] = {"time_limit": 1800, "soft_time_limit": 1680}
+
+
+async def _run_sweep(
+    ctx: TaskContext, sweep: Callable[..., Awaitable[dict[str, Any]]], done: str, *args: Any,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Run ``sweep`` in the task's batches (``ctx.iter_batches`` / ``commit_batch``) with its
+    stats counter; log and return its summary."""
+    stats = ctx.create_stats_counter()
+    try:
+        summary = await sweep(ctx.session, *args, batches=ctx, stats=stats, **kwargs)
+    except Exception:
+        ctx.log_warning("sweep stopped; the batches committed so far stay done",
+                        **stats.to_dict())
+        raise
+    ctx.log_success(done, **summary)
+    return summary
 
 
 @db_task(
@@ -50,11 +68,8 @@ SWEEP_LIMITS: dict[str, Any] = {"time_limit": 1800, "soft_time_limit": 1680}
 async def cleanup_expired_holds(ctx: TaskContext) -> dict[str, Any]:
     """Release every active hold past its expiry, returning its credits exactly once."""
     config = CreditsConfig.from_settings(ctx.settings)
-    stats = ctx.create_stats_counter()
-    summary = await sweeps.cleanup_expired_holds(
-        ctx.session, batch_size=config.batch_size, batches=ctx, stats=stats
-    )
-    ctx.log_success("expired holds released", **summary)
+    summary = await _run_sweep(ctx, sweeps.cleanup_expired_holds, "expired holds released",
+                               batch_size=config.batch_size)
     return ctx.success_result(**summary)
 
 
@@ -70,11 +85,8 @@ async def allocate_monthly(ctx: TaskContext, period: str | None = None) -> dict[
     """Grant every subscriber its tier's allowance for ``period`` ('YYYY-MM', default: the
     current UTC month), once per user and period however often this runs."""
     config = CreditsConfig.from_settings(ctx.settings)
-    stats = ctx.create_stats_counter()
-    summary = await sweeps.allocate_monthly(
-        ctx.session, config=config, period=period, batches=ctx, stats=stats
-    )
-    ctx.log_success("monthly credits allocated", **summary)
+    summary = await _run_sweep(ctx, sweeps.allocate_monthly, "monthly credits allocated",
+                               config=config, period=period)
     return ctx.success_result(**summary)
 
 
@@ -89,12 +101,8 @@ async def allocate_monthly(ctx: TaskContext, period: str | None = None) -> dict[
 async def process_pending(ctx: TaskContext) -> dict[str, Any]:
     """Settle transactions pending longer than ``settings.credits_pending_max_age``."""
     config = CreditsConfig.from_settings(ctx.settings)
-    stats = ctx.create_stats_counter()
-    summary = await sweeps.process_pending(
-        ctx.session, max_age=config.pending_max_age, batch_size=config.batch_size,
-        batches=ctx, stats=stats,
-    )
-    ctx.log_success("stale pending transactions settled", **summary)
+    summary = await _run_sweep(ctx, sweeps.process_pending, "stale pending transactions settled",
+                               max_age=config.pending_max_age, batch_size=config.batch_size)
     return ctx.success_result(**summary)
 
 
@@ -108,24 +116,17 @@ async def process_pending(ctx: TaskContext) -> dict[str, Any]:
 )
 async def sync_usage(ctx: TaskContext) -> dict[str, Any]:
     """Mirror completed transactions to the analytics sink (``settings.analytics_sink``);
-    rows are marked synced only after the sink acknowledged them."""
+    rows are marked synced only after the sink acknowledged them (a failed batch stays
+    unsynced for the retry or the next run)."""
     sink = sink_from_settings(ctx.settings)
     if sink is None:
         ctx.log_info("no analytics sink configured (OFFLOAD_ANALYTICS_SINK=none); nothing sent")
         return ctx.success_result(synced=0, skipped=0, sink="none")
-    stats = ctx.create_stats_counter()
     try:
-        summary = await sweeps.sync_usage(
-            ctx.session, sink, batch_size=ctx.settings.credits_batch_size, batches=ctx,
-            stats=stats,
-        )
-    except Exception:
-        ctx.log_warning("analytics sync stopped; unsent rows stay unsynced",
-                        **stats.to_dict())
-        raise
+        summary = await _run_sweep(ctx, sweeps.sync_usage, "usage synced", sink,
+                                   batch_size=ctx.settings.credits_batch_size)
     finally:
         await sink.aclose()
-    ctx.log_success("usage synced", **summary)
     return ctx.success_result(**summary, sink=ctx.settings.analytics_sink)
 
 
