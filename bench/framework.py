@@ -8,8 +8,8 @@
 3. ``@db_task`` inserting one row against a bare Celery task doing the same with
    ``asyncio.run`` and its own engine (threads -c 4; PostgreSQL if reachable, else SQLite).
 
-Redis: a free logical database (1-15) is claimed with the lock keys the test-suite uses
-(``offload:test-db-lock:<n>`` in db 0), flushed, and released at the end. PostgreSQL: a
+Redis: a free logical database (1-15) is claimed like the test-suite does
+(:func:`offload.testing.services.claimed_redis_db`), flushed, and released at the end. PostgreSQL: a
 database of its own, dropped at the end.
 
     .venv/bin/python bench/framework.py [--tasks 5000] [--rounds 5] [--db-tasks 1000]
@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,39 +35,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import redis
+from offload.testing.services import claimed_redis_db, reachable
 
 HERE = Path(__file__).resolve().parent
 REDIS = ("127.0.0.1", 6379)
 PG = ("127.0.0.1", 5432)
-
-
-def reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def claimed_redis_db() -> Iterator[str]:
-    """A Redis logical database nobody else uses (the test-suite's lock scheme)."""
-    lock = redis.Redis(*REDIS, db=0)
-    token = f"bench-{os.getpid()}-{uuid.uuid4().hex}"
-    for db in range(1, 16):
-        if lock.set(f"offload:test-db-lock:{db}", token, nx=True, ex=3600):
-            break
-    else:
-        raise SystemExit("all Redis logical databases 1-15 are claimed; try again later")
-    client = redis.Redis(*REDIS, db=db)
-    client.flushdb()
-    try:
-        yield f"redis://{REDIS[0]}:{REDIS[1]}/{db}"
-    finally:
-        client.flushdb()
-        if lock.get(f"offload:test-db-lock:{db}") == token.encode():
-            lock.delete(f"offload:test-db-lock:{db}")
 
 
 @contextlib.contextmanager
@@ -182,7 +153,8 @@ def main() -> None:
     if not reachable(*REDIS):
         raise SystemExit("Redis is not reachable on 127.0.0.1:6379 (run `make services`)")
 
-    with (tempfile.TemporaryDirectory() as tmp_name, claimed_redis_db() as redis_url,
+    with (tempfile.TemporaryDirectory() as tmp_name,
+          claimed_redis_db(*REDIS, ttl=3600, owner="bench") as redis_url,
           database(Path(tmp_name)) as (db_url, db_name)):
         tmp = Path(tmp_name)
         env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}

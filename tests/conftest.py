@@ -9,28 +9,22 @@ Under CI=true a service that cannot be reached is a failure, never a skip.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+
+from offload.testing.services import reachable
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
 def require_service(name: str, host: str, port: int) -> None:
-    if _reachable(host, port):
+    if reachable(host, port):
         return
     message = f"{name} is not reachable on {host}:{port} (run `make services`)"
     if IN_CI:
@@ -50,25 +44,15 @@ def _no_offload_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def redis_url() -> Iterator[str]:
     """A Redis URL on a logical database this session owns; flushed before and after."""
     require_service("Redis", REDIS_HOST, REDIS_PORT)
-    import redis
+    from offload.errors import ConfigurationError
+    from offload.testing.services import claimed_redis_db
 
-    lock_client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=0)
-    token = f"{os.getpid()}-{uuid.uuid4().hex}"
-    for db in range(1, 16):
-        if lock_client.set(f"offload:test-db-lock:{db}", token, nx=True, ex=4 * 3600):
-            break
-    else:
-        pytest.fail("all Redis logical databases 1-15 are claimed by other test sessions")
-    client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=db)
-    client.flushdb()
-    try:
-        yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{db}"
-    finally:
-        client.flushdb()
-        if lock_client.get(f"offload:test-db-lock:{db}") == token.encode():
-            lock_client.delete(f"offload:test-db-lock:{db}")
-        client.close()
-        lock_client.close()
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(claimed_redis_db(REDIS_HOST, REDIS_PORT, owner="pytest"))
+        except ConfigurationError as exc:  # every database taken by other sessions
+            pytest.fail(str(exc), pytrace=False)
+        yield url
 
 
 def _pg_admin_connect():
