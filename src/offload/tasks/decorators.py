@@ -21,6 +21,7 @@ import weakref
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from celery import _state as celery_state
@@ -287,33 +288,14 @@ class TaskProxy(Proxy, Generic[P, R]):
 
     offload_spec: TaskSpec
 
-    @property
-    def name(self) -> str:
-        return self.offload_spec.name
-
-    @property
-    def queue(self) -> str:
-        return self.offload_spec.queue
-
-    @property
-    def offload_schedule(self) -> Any:
-        return self.offload_spec.schedule
-
-    @property
-    def time_limit(self) -> float | None:
-        return self.offload_spec.time_limit
-
-    @property
-    def soft_time_limit(self) -> float | None:
-        return self.offload_spec.soft_time_limit
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return self.offload_spec.policy
-
-    @property
-    def dedup(self) -> bool:
-        return self.offload_spec.dedup
+    # What the decorator declared, answered without any app.
+    name = property(attrgetter("offload_spec.name"))
+    queue = property(attrgetter("offload_spec.queue"))
+    offload_schedule = property(attrgetter("offload_spec.schedule"))
+    time_limit = property(attrgetter("offload_spec.time_limit"))
+    soft_time_limit = property(attrgetter("offload_spec.soft_time_limit"))
+    retry_policy = property(attrgetter("offload_spec.policy"))
+    dedup = property(attrgetter("offload_spec.dedup"))
 
     def run_with(self, ctx: TaskContext, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the undecorated function with ``ctx`` (e.g. a ``TaskTestContext``); for a
