@@ -22,6 +22,7 @@ from offload.factory import create_worker_app
 from offload.settings import load_settings
 
 from .conftest import stored_graph
+from .test_pool import descendants, wait_until_gone
 from .test_store import synthetic_repo
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -60,7 +61,7 @@ def deployment(tmp_path_factory, redis_url, codegraph_pg_url):
             task_packages=[], task_modules=["offload.apps.codegraph.tasks"],
             data_dir=root / "client")
         app = create_worker_app(settings=settings, name="codegraph-client")
-        yield app, settings, root, log
+        yield app, settings, root, proc.pid
         app.close()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -82,7 +83,7 @@ def graph(url: str, tenant: str, repo: str):
 
 
 def test_prefork_child_parses_in_a_pool_and_reports_progress(deployment):
-    app, settings, root, _log = deployment
+    app, settings, root, _worker = deployment
     repo = synthetic_repo(root / "big", 400)
     tenant = f"t-{uuid.uuid4().hex[:6]}"
     result = tasks.parse_and_index_repository.on_app(app).apply_async(
@@ -108,7 +109,7 @@ def test_prefork_child_parses_in_a_pool_and_reports_progress(deployment):
 
 
 def test_soft_time_limit_fails_cleanly_and_writes_nothing(deployment):
-    app, settings, root, _log = deployment
+    app, settings, root, worker = deployment
     repo = synthetic_repo(root / "slow", 2500)
     tenant = f"t-{uuid.uuid4().hex[:6]}"
     result = tasks.parse_and_index_repository.on_app(app).apply_async(
@@ -118,11 +119,54 @@ def test_soft_time_limit_fails_cleanly_and_writes_nothing(deployment):
         result.get(timeout=60)
     assert result.state == "FAILURE" and "soft time limit" in str(raised.value)
     assert graph(settings.database, tenant, "slow") == (set(), set())
+    # the child's parse pool is gone with the task (only the child itself is left)
+    assert wait_until_gone(descendants(worker) - children(worker)) == set()
     # the worker is still healthy: the next task runs
     again = tasks.parse_and_index_repository.on_app(app).apply_async(
         kwargs={"tenant_id": tenant, "repo_id": "small", "repo_path": str(synthetic_repo(
             root / "small", 3))})
     assert again.get(timeout=60)["files_parsed"] == 3
+
+
+def children(pid: int) -> set[int]:
+    return {p for p in descendants(pid) if _parent(p) == pid}
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def test_a_killed_worker_process_takes_its_parse_pool_with_it(deployment):
+    app, settings, root, worker = deployment
+    repo = synthetic_repo(root / "killed", 1500)
+    tenant = f"t-{uuid.uuid4().hex[:6]}"
+    result = tasks.parse_and_index_repository.on_app(app).apply_async(
+        kwargs={"tenant_id": tenant, "repo_id": "killed", "repo_path": str(repo)})
+    # Given the prefork child parsing in its pool
+    deadline = time.monotonic() + 60
+    while True:
+        (child,) = children(worker)
+        pool = descendants(child)
+        if len(pool) >= 2:
+            break
+        assert time.monotonic() < deadline and not result.ready(), result.state
+        time.sleep(0.01)
+    # When the child is killed the way a hard time limit ends it
+    os.kill(child, signal.SIGKILL)
+    # Then its pool workers exit at once, and the task (acks_late, reject_on_worker_lost)
+    # runs again in the new child, from the start: the graph is whole
+    left = wait_until_gone(pool)
+    for pid in left:  # orphans of a failing run
+        os.kill(pid, signal.SIGKILL)
+    assert left == set()
+    value = result.get(timeout=60)
+    assert value["files_parsed"] == 1500
+    nodes, _edges = graph(settings.database, tenant, "killed")
+    assert len(nodes) == value["nodes_created"]
 
 
 def test_cli_talks_to_broker_and_database_directly(deployment, redis_url, codegraph_pg_url):
@@ -132,7 +176,7 @@ def test_cli_talks_to_broker_and_database_directly(deployment, redis_url, codegr
 
     from offload.cli import build_cli
 
-    _app, _settings, root, _log = deployment
+    _app, _settings, root, _worker = deployment
     repo = synthetic_repo(root / "cli", 5)
     tenant = f"t-{uuid.uuid4().hex[:6]}"
     env = {"OFFLOAD_BROKER_URL": redis_url, "OFFLOAD_RESULT_BACKEND": redis_url,

@@ -5,29 +5,28 @@ Workers receive only (root, path, language) and read the file themselves; they s
 whose extraction raises is reported as :class:`Failed`, never fatal to the run.
 
 Small jobs are parsed in a thread of the calling process: starting a pool costs more than it
-saves below a few dozen files. The pool uses the ``forkserver`` start method, safe in the
-multi-threaded processes Celery workers are.
+saves below a few dozen files. How the pool is started (``fork`` or ``forkserver``) and why it
+never outlives its task: :mod:`offload.apps.codegraph.pool`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
-import multiprocessing
-import os
 import pickle
-import threading
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from offload.apps.codegraph.graph import Extraction, Import, Symbol
 from offload.apps.codegraph.parsers import extract
+from offload.apps.codegraph.pool import default_workers, executor, pool_mode
 from offload.apps.codegraph.scanner import read_source
+
+__all__ = ["Failed", "Parsed", "default_workers", "extraction_from_interface", "parse_files",
+           "parse_one", "pool_mode"]
 
 CHUNK_FILES = 32
 CHUNK_BYTES = 256 * 1024
@@ -97,45 +96,6 @@ def parse_chunk(root: str, items: list[tuple[str, str]], max_bytes: int) -> list
     return [parse_one(root, path, language, max_bytes) for path, language in items]
 
 
-def default_workers(configured: int | None) -> int:
-    if configured:
-        return configured
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
-def pool_mode(count: int, workers: int, use_pool: bool) -> str:
-    """How ``count`` files get parsed here: ``thread`` (one thread of this process),
-    ``fork`` or ``forkserver`` (a process pool started that way)."""
-    if not use_pool or workers <= 1 or count < 2:
-        return "thread"
-    # Forking copies this process, parsers loaded, at no cost. Safe when this is the only
-    # thread (no lock can be held by another thread at fork time), and the only way in a
-    # Celery prefork child (billiard's process object cannot be handed to a fork server);
-    # there the workers only parse files, needing no other thread's lock.
-    return "fork" if daemonic() or threading.active_count() == 1 else "forkserver"
-
-
-def _executor(mode: str, count: int, workers: int) -> Executor:
-    if mode == "thread":
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="codegraph-parse")
-    context = multiprocessing.get_context(mode)
-    if mode == "forkserver":
-        # The fork server imports the parsers once; every pool worker is then forked ready
-        # to parse (importing offload costs ~0.4 s a process otherwise). '__main__' stays
-        # first: that is multiprocessing's own default.
-        context.set_forkserver_preload(["__main__", __name__])
-    return ProcessPoolExecutor(max_workers=min(workers, count), mp_context=context)
-
-
-def daemonic() -> bool:
-    """Whether this process is daemonic (a Celery prefork child)."""
-    config = getattr(multiprocessing.current_process(), "_config", None)
-    return isinstance(config, dict) and bool(config.get("daemon"))
-
-
 def _chunks(items: Sequence[tuple[str, str]], sizes: dict[str, int]) -> list[list[tuple[str, str]]]:
     """Work units of about CHUNK_BYTES, largest files first: a big file met last would keep
     one worker busy while the others wait."""
@@ -160,11 +120,10 @@ async def parse_files(
     max_bytes: int,
     workers: int,
     use_pool: bool = True,
-    on_start: Callable[[str], None] | None = None,
     sizes: dict[str, int] | None = None,
 ) -> AsyncIterator[Parsed | Failed]:
     """Parse ``items`` ((path, language) pairs) and yield outcomes as they complete; in a
-    process pool of ``workers`` when ``use_pool``, else in one thread.
+    process pool of ``workers`` when ``use_pool``, else in one thread (see :mod:`.pool`).
 
     At most two chunks per worker are in flight, so results never pile up in memory. The
     pool is shut down on every path (an exception or cancellation included).
@@ -176,40 +135,7 @@ async def parse_files(
         from offload.apps.codegraph import parsers  # loaded before forking
 
         parsers.preload()
-    with _children_allowed():
-        async for outcome in _parse(root, items, max_bytes, workers, mode, on_start, sizes):
-            yield outcome
-
-
-@contextlib.contextmanager
-def _children_allowed() -> Iterator[None]:
-    """Celery's prefork pool runs tasks in daemonic processes, from which multiprocessing
-    refuses to start processes ("daemonic processes are not allowed to have children").
-    That rule guards against orphans; our pool is shut down on every path, and its workers
-    exit on their own when this process dies (their task queue closes). So the flag is lifted
-    while the pool lives."""
-    process = multiprocessing.current_process()
-    config = getattr(process, "_config", None)
-    if not isinstance(config, dict) or not config.get("daemon"):
-        yield
-        return
-    config["daemon"] = False
-    try:
-        yield
-    finally:
-        config["daemon"] = True
-
-
-async def _parse(
-    root: Path,
-    items: Sequence[tuple[str, str]],
-    max_bytes: int,
-    workers: int,
-    mode: str,
-    on_start: Callable[[str], None] | None,
-    sizes: dict[str, int] | None,
-) -> AsyncIterator[Parsed | Failed]:
-    executor = _executor(mode, len(items), workers)
+    pool = executor(mode, len(items), workers, preload=__name__)
     loop = asyncio.get_running_loop()
     chunks = _chunks(items, sizes or {})
     pending: set[asyncio.Future] = set()
@@ -218,12 +144,9 @@ async def _parse(
     try:
         while next_chunk < len(chunks) or pending:
             while next_chunk < len(chunks) and len(pending) < limit:
-                chunk = chunks[next_chunk]
+                pending.add(loop.run_in_executor(pool, parse_chunk, str(root),
+                                                 chunks[next_chunk], max_bytes))
                 next_chunk += 1
-                if on_start is not None:
-                    on_start(chunk[0][0])
-                pending.add(loop.run_in_executor(executor, parse_chunk, str(root), chunk,
-                                                 max_bytes))
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for future in done:
                 for outcome in future.result():
@@ -231,4 +154,4 @@ async def _parse(
     finally:
         for future in pending:
             future.cancel()
-        executor.shutdown(wait=True, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
