@@ -14,8 +14,9 @@ its own error.
 State is per process by default. With ``redis_url`` (or ``CircuitBreaker.shared(name,
 settings)``) it lives in Redis, so one worker's failures open the breaker for every worker
 (pybreaker's ``CircuitRedisStorage``; Redis is contacted on the first call, not before).
-pybreaker stores the opening time in whole seconds there, so a shared ``reset_timeout`` is
-good to about a second.
+pybreaker stores the opening time in whole seconds there (rounded down), so a shared breaker
+stays open between ``reset_timeout`` and ``reset_timeout + 1`` seconds — never less than
+asked.
 
 Unlike ``pybreaker.CircuitBreaker.call``, the guarded call runs *outside* the breaker's
 lock: concurrent calls (threads pool, async tasks) are not serialised. Only admission and the
@@ -81,6 +82,9 @@ class CircuitBreaker:
         self.exclude = tuple(exclude)
         self.namespace = f"{namespace}:{name}"
         self._breaker: pybreaker.CircuitBreaker | None = None
+        # Redis storage keeps the opening time in whole seconds, rounded down: wait the
+        # extra second rather than admit a trial early (pybreaker's own check is the laxer)
+        self._resolution = 1.0 if redis_url else 0.0
         self._init_lock = threading.Lock()
 
     @classmethod
@@ -158,7 +162,7 @@ class CircuitBreaker:
             opened_at = breaker._state_storage.opened_at
             if opened_at is None:
                 return
-            reopens = opened_at + timedelta(seconds=self.reset_timeout)
+            reopens = opened_at + timedelta(seconds=self.reset_timeout + self._resolution)
             now = datetime.now(UTC)
             if now < reopens:
                 raise CircuitBreakerOpen(
