@@ -176,10 +176,36 @@ def beat_schedule_of(app: Celery) -> dict[str, dict[str, Any]]:
     return schedule
 
 
-def _longest_time_limit(app: Celery, settings: Settings) -> float:
-    limits = [settings.task_time_limit]
-    limits += [float(t.time_limit) for t in app.tasks.values() if getattr(t, "time_limit", None)]
-    return max(limits)
+def _longest_unacked(app: Celery, settings: Settings) -> float:
+    """The longest a live worker may keep a message unacknowledged (acks_late): held until
+    its ETA — for a retry of an offload task up to its policy's ``max_delay`` — and then run
+    up to its hard time limit. The Redis visibility timeout must exceed this, or a message
+    still held or running is delivered to a second worker."""
+    longest = settings.task_time_limit
+    for task in app.tasks.values():
+        limit = float(getattr(task, "time_limit", None) or settings.task_time_limit)
+        spec = getattr(task, "offload_spec", None)
+        delay = float(spec.policy.max_delay) if spec is not None and spec.policy.max_retries else 0.0
+        longest = max(longest, limit + delay)
+    return longest
+
+
+def _restore_options(visibility_timeout: float) -> dict[str, Any]:
+    """How soon kombu gives a dead worker's unacknowledged messages to another worker.
+
+    kombu sweeps every ``unacked_restore_interval * unacked_restore_throttle`` seconds
+    (default 10 * 10) for messages older than the visibility timeout. Keep that period at
+    1/20 of the timeout (between 1 s and kombu's 100 s), so a lost message comes back at most
+    ~5 % after its timeout; the throttle stays at kombu's 10, so consumers without an event
+    loop scan no more often than before. A worker killed during its sweep leaves kombu's
+    sweep mutex behind until it expires (default 300 s): scale that with the period too.
+    """
+    period = min(100.0, max(1.0, visibility_timeout / 20))
+    return {
+        "unacked_restore_interval": period / 10,
+        "unacked_restore_throttle": 10,
+        "unacked_mutex_expire": int(min(300, max(10, 3 * period))),
+    }
 
 
 def _result_backend(settings: Settings) -> str:
@@ -237,10 +263,10 @@ def _full_app(name: str, settings: Settings, task_cls: type | str | None = None)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = _new_app(name, settings, _result_backend(settings), conf, task_cls)
     _import_task_modules(settings)
-    visibility = _longest_time_limit(app, settings) + settings.visibility_timeout_margin
+    visibility = _longest_unacked(app, settings) + settings.visibility_timeout_margin
     transport = _redis_transport_options(settings, visibility)
     if _is_redis(settings.broker):
-        app.conf.broker_transport_options = transport
+        app.conf.broker_transport_options = {**transport, **_restore_options(visibility)}
     if _is_redis(settings.results):
         app.conf.update(
             result_backend_transport_options=transport,

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from celery.schedules import schedule
@@ -60,14 +61,15 @@ def test_worker_app_configuration(redis_settings):
 
 
 def test_visibility_timeout_follows_the_longest_task_limit(redis_settings):
-    from celery import shared_task
-
-    @shared_task(name="fdn.very_long", time_limit=20000)
-    def very_long():
-        return None
-
-    app = create_worker_app(settings=redis_settings())
-    assert app.conf.broker_transport_options["visibility_timeout"] == 20000 + 600
+    # Given a task module declaring a task with a 20000 s limit, above the settings' 3600 s
+    with_long = create_worker_app(settings=redis_settings(task_modules=["fdn_long"]))
+    without = create_worker_app(settings=redis_settings())
+    # Then the app that has it redelivers only after that limit plus the longest wait of one
+    # of its retries (standard policy: 600 s) and the margin, the other after 3600 s
+    assert "fdn.very_long" in with_long.tasks and "fdn.very_long" not in without.tasks
+    assert with_long.conf.broker_transport_options["visibility_timeout"] == 20000 + 600 + 600
+    assert with_long.conf.result_backend_transport_options["visibility_timeout"] == 21200
+    assert without.conf.broker_transport_options["visibility_timeout"] == 3600 + 600
 
 
 def test_pool_is_threads_with_embedded_stores(make_settings):
@@ -158,20 +160,48 @@ def test_monitor_app_keeps_a_shared_result_backend(make_settings, redis_url):
     assert app.conf.result_backend == redis_url
 
 
+LAZY_ENV = {
+    "PATH": "/usr/bin:/bin",
+    # Nobody listens on port 1: building an app must not connect anywhere.
+    "OFFLOAD_BROKER_URL": "redis://user:brokerpw@127.0.0.1:1/0",
+    "OFFLOAD_RESULT_BACKEND": "redis://:resultpw@127.0.0.1:1/1",
+    "OFFLOAD_SURREALDB_PASSWORD": "surrealpw",
+    "OFFLOAD_TASK_PACKAGES": f'["{PACKAGE}"]',
+    "PYTHONPATH": str(PLUGINS),
+}
+
+
 def test_lazy_registry_builds_on_first_access(tmp_path):
     script = """
-import sys, offload.factory as f
-assert "worker_app" not in vars(f)
-app = f.monitor_app
-assert f.monitor_app is app and app.main == "offload_monitor"
-print("ok")
+import offload.factory as f
+assert not {"worker_app", "scheduler_app", "monitor_app"} & set(vars(f))
+worker, scheduler, monitor = f.worker_app, f.scheduler_app, f.monitor_app
+assert f.worker_app is worker and f.scheduler_app is scheduler and f.monitor_app is monitor
+assert (worker.main, scheduler.main, monitor.main) == (
+    "offload_worker", "offload_scheduler", "offload_monitor")
+assert "fdn.add" in worker.tasks and "fdn.tick" in scheduler.conf.beat_schedule
+try:
+    f.no_such_app
+except AttributeError:
+    print("ok")
 """
-    out = subprocess.run(
-        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=60,
-        env={"PATH": "/usr/bin:/bin", "OFFLOAD_BROKER_URL": "redis://127.0.0.1:1/0",
-             "OFFLOAD_DATA_DIR": str(tmp_path)},
-    )
+    env = {**LAZY_ENV, "OFFLOAD_DATA_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True,
+                         text=True, timeout=60, env=env)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_celery_resolves_the_container_entry_point_and_hides_secrets(tmp_path):
+    # `celery -A offload.factory:worker_app ...` (a container's command) finds the lazy app;
+    # `celery report`, what users paste into bug reports, shows no password
+    celery = str(Path(sys.executable).with_name("celery"))
+    out = subprocess.run([celery, "-A", "offload.factory:worker_app", "report"], check=False,
+                         capture_output=True, text=True, timeout=60,
+                         env={**LAZY_ENV, "OFFLOAD_DATA_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr
+    assert "task_acks_late: True" in out.stdout and "'visibility_timeout': 4200" in out.stdout
+    for secret in ("brokerpw", "resultpw", "surrealpw"):
+        assert secret not in out.stdout + out.stderr
 
 
 def test_embedded_results_fall_back_loudly_until_the_backend_exists(make_settings):

@@ -159,7 +159,7 @@ class WorkerProcess:
             cwd=str(TESTS),
         )
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 90) -> None:
         wait_for(lambda: b"ready." in self.log.read_bytes() or self.proc.poll() is not None,
                  timeout=timeout, interval=0.1)
         if self.proc.poll() is not None:

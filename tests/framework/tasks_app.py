@@ -210,14 +210,3 @@ def dedup_declared(ctx: TaskContext, tag: str) -> int:
     count = note(ctx, tag)
     wait_gate(ctx, tag)
     return count
-
-
-# --- worker loss ----------------------------------------------------------------------------------
-@simple_task(name="fw.killable", retry_policy="no_retry")
-def killable(ctx: TaskContext, tag: str) -> str:
-    """The first run announces itself and hangs (until the test kills its process)."""
-    count = note(ctx, tag)
-    if count == 1:
-        store(ctx).set(f"fw:{tag}:started", os.getpid())
-        time.sleep(60)
-    return f"done after {count} runs"
