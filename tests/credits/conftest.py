@@ -7,14 +7,16 @@ ledger invariant and the exactly-once life of every hold.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from offload.apps.credits import service as ledger
 from offload.apps.credits.model import (
     COUNTED_STATUSES,
     CreditAccount,
@@ -24,6 +26,8 @@ from offload.apps.credits.model import (
 from offload.apps.credits.schema import upgrade
 from offload.db import create_engine, session_maker
 
+ACME = {"Authorization": "Bearer acme-key"}
+GLOBEX = {"Authorization": "Bearer globex-key"}
 CREDIT_TABLES = "credit_transactions, credit_holds, credit_usage_rates, credit_accounts"
 
 
@@ -101,3 +105,57 @@ async def check_ledger(engine: AsyncEngine) -> dict[tuple[str, str], int]:
         assert kinds == expected, (hold.id, hold.status, kinds)
         assert hold.is_active == (hold.status == "active")
     return balances
+
+
+async def _api_database(request, data_dir) -> str:
+    """The ledger's URL (SQLite or PostgreSQL by ``request.param``) with '/search' costing 4."""
+    if request.param == "sqlite":
+        engine = await sqlite_ledger(data_dir)
+    else:
+        engine = await postgres_ledger(request.getfixturevalue("postgres_url"))
+    async with session_maker(engine)() as session:
+        await ledger.set_rate(session, "/search", 4)
+    url = engine.url.render_as_string(hide_password=False)
+    await engine.dispose()
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def api_app(request, make_settings, data_dir) -> Iterator:
+    """A FastAPI app of our own with the credits router, offload's lifespan and the API keys
+    of tenants acme and globex, on SQLite and PostgreSQL. Not started: enter a TestClient.
+    The ledger invariant is checked afterwards."""
+    from celery import Celery
+    from fastapi import FastAPI
+
+    from offload.apps.credits.api import router
+    from offload.integrations.fastapi import offload_lifespan
+
+    url = asyncio.run(_api_database(request, data_dir))
+    settings = make_settings(
+        database_url=url, api_keys={"acme-key": "acme", "globex-key": "globex"},
+        credits_hold_ttl=600,
+    )
+    app = FastAPI(lifespan=offload_lifespan(settings=settings, celery_app=Celery("api-test")))
+    app.include_router(router)
+    app.state.ledger_url = url
+    yield app
+    asyncio.run(with_engine(url, check_ledger))
+
+
+@pytest.fixture
+def client(api_app) -> Iterator:
+    """A started TestClient of :func:`api_app`."""
+    from fastapi.testclient import TestClient
+
+    with TestClient(api_app) as test_client:
+        yield test_client
+
+
+async def with_engine(url: str, action):
+    """``await action(engine)`` on a fresh engine for ``url``, disposed afterwards."""
+    engine = create_engine(url)
+    try:
+        return await action(engine)
+    finally:
+        await engine.dispose()

@@ -2,48 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from celery import Celery
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from offload.apps.credits import service as ledger
-from offload.apps.credits.api import router
-from offload.db import session_maker
-from offload.integrations.fastapi import offload_lifespan
-
-from .conftest import postgres_ledger, sqlite_ledger
-
-ACME = {"Authorization": "Bearer acme-key"}
-GLOBEX = {"Authorization": "Bearer globex-key"}
-
-
-async def _prepare(request, data_dir) -> str:
-    if request.param == "sqlite":
-        engine = await sqlite_ledger(data_dir)
-        url = str(engine.url)
-    else:
-        url = request.getfixturevalue("postgres_url")
-        engine = await postgres_ledger(url)
-    async with session_maker(engine)() as session:
-        await ledger.set_rate(session, "/search", 4)
-    await engine.dispose()
-    return url
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def client(request, make_settings, data_dir):
-    url = asyncio.run(_prepare(request, data_dir))
-    settings = make_settings(
-        database_url=url, api_keys={"acme-key": "acme", "globex-key": "globex"},
-        credits_hold_ttl=600,
-    )
-    app = FastAPI(lifespan=offload_lifespan(settings=settings, celery_app=Celery("api-test")))
-    app.include_router(router)
-    with TestClient(app) as test_client:
-        yield test_client
+from .conftest import ACME, GLOBEX
 
 
 def _fund(client, user="42", amount=20, headers=ACME):
@@ -105,6 +67,31 @@ def test_domain_errors_are_4xx(client):
     assert float_amount.status_code == 422
     no_key = client.post("/credits/42/additions", json={"amount": 1}, headers=ACME)
     assert no_key.status_code == 422
+
+
+@pytest.mark.parametrize("amount", [2.0, "2", True, 0, -1, 10**13])
+def test_amounts_are_strict_whole_numbers(client, amount):
+    _fund(client)
+    added = client.post("/credits/42/additions", json={"amount": amount},
+                        headers=ACME | {"Idempotency-Key": "a"})
+    held = client.post("/credits/42/holds", json={"operation": "/search", "units": amount},
+                       headers=ACME)
+    assert (added.status_code, held.status_code) == (422, 422)
+    assert client.get("/credits/42", headers=ACME).json()["balance"] == 20
+
+
+def test_text_the_database_cannot_store_is_refused_not_a_500(client):
+    # PostgreSQL text cannot hold NUL; ids beyond BIGINT overflow: both are 422, never 500
+    _fund(client)
+    assert client.get("/credits/a%00b", headers=ACME).status_code == 422
+    assert client.post("/credits/holds/a%00b/consume", headers=ACME).status_code == 422
+    for body in ({"operation": "/sea\u0000rch"}, {"operation": "/search", "description": "\u0000"}):
+        assert client.post("/credits/42/holds", json=body, headers=ACME).status_code == 422
+    notes = client.post("/credits/42/additions", json={"amount": 1, "notes": "x\u0000"},
+                        headers=ACME | {"Idempotency-Key": "n"})
+    assert notes.status_code == 422
+    page = client.get("/credits/42/transactions", params={"before": 2**63}, headers=ACME)
+    assert page.status_code == 422
 
 
 def test_idempotency_key_replays_the_first_answer(client):

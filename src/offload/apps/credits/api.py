@@ -22,13 +22,13 @@ the first result (200 with ``"replayed": true``) and changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from offload.apps.credits import service as ledger
@@ -38,13 +38,49 @@ from offload.settings import Settings
 
 router = APIRouter(prefix="/credits", tags=["credits"])
 
+# Text the database stores as is: no NUL character (PostgreSQL text cannot hold one).
+TEXT = r"^[^\x00]*$"
 Tenant = Annotated[str, Depends(current_tenant)]
 Session = Annotated[AsyncSession, Depends(get_session)]
-UserId = Annotated[str, Path(min_length=1, max_length=128)]
-HoldId = Annotated[str, Path(min_length=1, max_length=36)]
+UserId = Annotated[str, Path(min_length=1, max_length=128, pattern=TEXT)]
+HoldId = Annotated[str, Path(min_length=1, max_length=36, pattern=TEXT)]
 IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200, pattern=TEXT)
 ]
+
+
+class ErrorDetail(BaseModel):
+    """A refusal: the error's class name, a message, and its structured context."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    detail: ErrorDetail
+
+
+class InvalidOut(BaseModel):
+    """422: a ledger rule (``detail`` an :class:`ErrorDetail`) or FastAPI's own validation
+    (``detail`` a list of problems)."""
+
+    detail: ErrorDetail | list[dict[str, Any]]
+
+
+def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The documented error answers of a route (401 and 422 for every route; 400 for a
+    body that is not JSON)."""
+    described = {
+        400: {"description": "Body is not JSON"},
+        401: {"description": "Missing or unknown API key"},
+        402: {"model": ErrorOut, "description": "Not enough credits"},
+        404: {"model": ErrorOut, "description": "No such account, hold or operation"},
+        409: {"model": ErrorOut,
+              "description": "Hold no longer active, or idempotency key used for another call"},
+        422: {"model": InvalidOut, "description": "Invalid input"},
+    }
+    return {status: described[status] for status in (401, 422, *statuses)}
 
 
 class AccountOut(BaseModel):
@@ -59,15 +95,15 @@ class AccountIn(BaseModel):
 
 
 class AdditionIn(BaseModel):
-    amount: int = Field(gt=0, le=10**12)
+    amount: int = Field(gt=0, le=10**12, strict=True)
     kind: Literal["addition", "refund"] = "addition"
-    notes: str | None = Field(None, max_length=1000)
+    notes: str | None = Field(None, max_length=1000, pattern=TEXT)
 
 
 class HoldIn(BaseModel):
-    operation: str = Field(min_length=1, max_length=255)
-    units: int = Field(1, gt=0, le=10**6)
-    description: str | None = Field(None, max_length=1000)
+    operation: str = Field(min_length=1, max_length=255, pattern=TEXT)
+    units: int = Field(1, gt=0, le=10**6, strict=True)
+    description: str | None = Field(None, max_length=1000, pattern=TEXT)
 
 
 class HoldOut(BaseModel):
@@ -108,45 +144,32 @@ async def _domain_errors() -> AsyncIterator[None]:
         raise HTTPException(exc.http_status, detail=exc.to_dict()) from None
 
 
-def _account_out(account: ledger.Account) -> AccountOut:
-    return AccountOut(
-        user_id=account.user_id, tier=account.tier, balance=account.balance,
-        version=account.version,
-    )
-
-
-def _hold_out(hold: ledger.Hold, response: Response | None = None) -> HoldOut:
-    if response is not None and hold.replayed:
+def _out(model: type[BaseModel], result: Any, response: Response | None = None) -> Any:
+    """``result`` (a service record) as ``model``; a replayed call answers 200, not 201."""
+    if response is not None and result.replayed:
         response.status_code = 200
-    return HoldOut(
-        id=hold.id, user_id=hold.user_id, amount=hold.amount, status=hold.status,
-        operation=hold.operation, expires_at=hold.expires_at, description=hold.description,
-        replayed=hold.replayed,
-    )
+    return model.model_validate(result, from_attributes=True)
 
 
-def _tx_out(tx: ledger.Transaction) -> TransactionOut:
-    fields: dict[str, Any] = {name: getattr(tx, name) for name in TransactionOut.model_fields}
-    return TransactionOut(**fields)
-
-
-@router.get("/{user_id}", response_model=AccountOut)
+@router.get("/{user_id}", response_model=AccountOut, responses=_errors(404))
 async def get_balance(user_id: UserId, tenant: Tenant, session: Session) -> AccountOut:
     """The user's balance, tier and version (404 if the tenant has no such user)."""
     async with _domain_errors():
-        return _account_out(await ledger.balance(session, tenant, user_id))
+        return _out(AccountOut, await ledger.balance(session, tenant, user_id))
 
 
-@router.put("/{user_id}", response_model=AccountOut)
+@router.put("/{user_id}", response_model=AccountOut, responses=_errors(400))
 async def put_account(
     user_id: UserId, body: AccountIn, tenant: Tenant, session: Session
 ) -> AccountOut:
     """Open the account (balance 0) or change its subscription tier."""
     async with _domain_errors():
-        return _account_out(await ledger.open_account(session, tenant, user_id, body.tier))
+        return _out(AccountOut, await ledger.open_account(session, tenant, user_id, body.tier))
 
 
-@router.post("/{user_id}/additions", response_model=TransactionOut, status_code=201)
+@router.post("/{user_id}/additions", response_model=TransactionOut, status_code=201,
+             responses={200: {"model": TransactionOut, "description": "Replayed"},
+                        **_errors(400, 404, 409)})
 async def post_addition(
     user_id: UserId,
     body: AdditionIn,
@@ -162,12 +185,12 @@ async def post_addition(
     async with _domain_errors():
         tx = await ledger.add(session, tenant, user_id, body.amount, idempotency_key,
                               kind=body.kind, notes=body.notes)
-    if tx.replayed:
-        response.status_code = 200
-    return _tx_out(tx)
+    return _out(TransactionOut, tx, response)
 
 
-@router.post("/{user_id}/holds", response_model=HoldOut, status_code=201)
+@router.post("/{user_id}/holds", response_model=HoldOut, status_code=201,
+             responses={200: {"model": HoldOut, "description": "Replayed"},
+                        **_errors(400, 402, 404, 409)})
 async def post_hold(
     user_id: UserId,
     body: HoldIn,
@@ -184,42 +207,44 @@ async def post_hold(
             idempotency_key=idempotency_key, description=body.description,
             config=ledger.CreditsConfig.from_settings(settings),
         )
-    return _hold_out(hold, response)
+    return _out(HoldOut, hold, response)
 
 
-@router.post("/holds/{hold_id}/consume", response_model=HoldOut)
-async def post_consume(
-    hold_id: HoldId, tenant: Tenant, session: Session, idempotency_key: IdempotencyKey = None
-) -> HoldOut:
-    """Commit the hold: its credits stay spent (409 if it is no longer active)."""
-    async with _domain_errors():
-        return _hold_out(await ledger.consume(session, tenant, hold_id,
+def _settle_route(action: str, settle: Callable[..., Awaitable[ledger.Hold]], doc: str) -> None:
+    """``POST /credits/holds/{hold_id}/<action>``: consume and release differ only here."""
+
+    async def route(
+        hold_id: HoldId, tenant: Tenant, session: Session, idempotency_key: IdempotencyKey = None
+    ) -> HoldOut:
+        async with _domain_errors():
+            return _out(HoldOut, await settle(session, tenant, hold_id,
                                               idempotency_key=idempotency_key))
 
-
-@router.post("/holds/{hold_id}/release", response_model=HoldOut)
-async def post_release(
-    hold_id: HoldId, tenant: Tenant, session: Session, idempotency_key: IdempotencyKey = None
-) -> HoldOut:
-    """Give the hold's credits back (409 if it is no longer active)."""
-    async with _domain_errors():
-        return _hold_out(await ledger.release(session, tenant, hold_id,
-                                              idempotency_key=idempotency_key))
+    route.__name__ = f"post_{action}"
+    router.post(f"/holds/{{hold_id}}/{action}", response_model=HoldOut, description=doc,
+                responses=_errors(404, 409))(route)
 
 
-@router.get("/{user_id}/transactions", response_model=TransactionPage)
+_settle_route("consume", ledger.consume,
+              "Commit the hold: its credits stay spent (409 if it is no longer active).")
+_settle_route("release", ledger.release,
+              "Give the hold's credits back (409 if it is no longer active).")
+
+
+@router.get("/{user_id}/transactions", response_model=TransactionPage, responses=_errors(404))
 async def get_transactions(
     user_id: UserId,
     tenant: Tenant,
     session: Session,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
 ) -> TransactionPage:
     """The user's transactions, newest first."""
     async with _domain_errors():
         rows = await ledger.transactions(session, tenant, user_id, limit=limit, before=before)
     next_before = rows[-1].id if len(rows) == limit else None
-    return TransactionPage(items=[_tx_out(tx) for tx in rows], next_before=next_before)
+    return TransactionPage(items=[_out(TransactionOut, tx) for tx in rows],
+                           next_before=next_before)
 
 
 __all__ = ["router"]
