@@ -10,14 +10,32 @@ install when the framework is missing.
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
 from celery import Celery
 
 from offload.errors import ConfigurationError
+from offload.settings import Settings, load_settings
 
-__all__ = ["bind_web_app", "integration_for", "task_base_for"]
+__all__ = ["bind_web_app", "integration_for", "settings_from", "split_config", "task_base_for"]
+
+
+def split_config(values: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(offload setting overrides, other Celery settings)`` from a framework's Celery
+    configuration (Flask's ``config["CELERY"]``, Django's ``CELERY_*``); keys in any case."""
+    lowered = {str(key).lower(): value for key, value in values.items()}
+    fields = Settings.model_fields
+    ours = {key: value for key, value in lowered.items() if key in fields}
+    celery_conf = {key: value for key, value in lowered.items() if key not in fields}
+    return ours, celery_conf
+
+
+def settings_from(ours: Mapping[str, Any], overrides: Mapping[str, Any]) -> Settings:
+    """Settings from the environment, then the framework's ``ours``, then ``overrides``. Only
+    the project's own task modules are loaded unless ``task_packages`` is set."""
+    return load_settings(**{"task_packages": [], **ours, **overrides})
 
 
 def _is_instance_of(obj: Any, module: str, cls: str) -> bool:

@@ -28,7 +28,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "offload.integrations.django needs Django: pip install 'offload[django]'"
     ) from exc
 
-from offload.settings import Settings, load_settings
+from offload.integrations import settings_from, split_config
+from offload.settings import Settings
 
 __all__ = ["create_celery_app", "settings_for"]
 
@@ -37,24 +38,18 @@ PREFIX = "CELERY_"
 
 def _split_settings() -> tuple[dict[str, Any], dict[str, Any]]:
     """``(offload setting overrides, other Celery settings)`` from ``CELERY_*`` settings."""
-    values = {
-        name[len(PREFIX):].lower(): getattr(django_settings, name)
+    return split_config({
+        name.removeprefix(PREFIX): getattr(django_settings, name)
         for name in dir(django_settings)
         if name.startswith(PREFIX) and name.isupper()
-    }
-    fields = Settings.model_fields
-    ours = {k: v for k, v in values.items() if k in fields}
-    celery_conf = {k: v for k, v in values.items() if k not in fields}
-    return ours, celery_conf
+    })
 
 
 def settings_for(**overrides: Any) -> Settings:
     """Offload settings from the environment, then ``CELERY_*`` Django settings, then
     ``overrides``. Only your project's task modules are loaded unless ``CELERY_TASK_PACKAGES``
     says otherwise."""
-    ours, _ = _split_settings()
-    ours.setdefault("task_packages", [])
-    return load_settings(**{**ours, **overrides})
+    return settings_from(_split_settings()[0], overrides)
 
 
 def _installed_packages() -> list[str]:

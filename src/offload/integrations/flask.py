@@ -28,26 +28,21 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "offload.integrations.flask needs Flask: pip install 'offload[flask]'"
     ) from exc
 
-from offload.settings import Settings, load_settings
+from offload.integrations import settings_from, split_config
+from offload.settings import Settings
 
 __all__ = ["FlaskTask", "bind", "init_app", "settings_for", "task_base"]
 
 
 def _split_config(flask_app: flask.Flask) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(offload setting overrides, other Celery settings)`` from ``config["CELERY"]``."""
-    config = {str(k).lower(): v for k, v in dict(flask_app.config.get("CELERY") or {}).items()}
-    fields = Settings.model_fields
-    ours = {k: v for k, v in config.items() if k in fields}
-    celery_conf = {k: v for k, v in config.items() if k not in fields}
-    return ours, celery_conf
+    return split_config(dict(flask_app.config.get("CELERY") or {}))
 
 
 def settings_for(flask_app: flask.Flask, **overrides: Any) -> Settings:
     """Settings from the environment, then ``config["CELERY"]``, then ``overrides``. Only your
     own task modules are loaded unless ``task_packages`` is set there."""
-    ours, _ = _split_config(flask_app)
-    ours.setdefault("task_packages", [])
-    return load_settings(**{**ours, **overrides})
+    return settings_from(_split_config(flask_app)[0], overrides)
 
 
 class FlaskTask(Task):
