@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
@@ -14,6 +16,7 @@ from offload.integrations.fastapi import (
     get_settings,
     offload_lifespan,
     task_belongs_to,
+    tenant_of_key,
     tenant_task_id,
 )
 
@@ -21,13 +24,30 @@ from .conftest import running_worker
 
 
 # --- Flask ----------------------------------------------------------------------------------
-def test_flask_task_runs_in_app_context_and_commits(tmp_path, redis_url):
+@pytest.fixture
+def flask_setup(tmp_path, redis_url):
+    """A Flask app with Flask-SQLAlchemy whose sessions record commit/rollback/close."""
     import flask
     from flask_sqlalchemy import SQLAlchemy
+    from flask_sqlalchemy.session import Session
 
-    from offload.integrations.flask import FlaskTask, init_app
+    from offload.integrations.flask import init_app
 
-    # Given a Flask app with Flask-SQLAlchemy and its Celery configuration in config["CELERY"]
+    calls: list[tuple[str, bool]] = []  # (what, was a Flask app context active)
+
+    class RecordingSession(Session):
+        def commit(self):
+            calls.append(("commit", flask.has_app_context()))
+            super().commit()
+
+        def rollback(self):
+            calls.append(("rollback", flask.has_app_context()))
+            super().rollback()
+
+        def close(self):
+            calls.append(("close", flask.has_app_context()))
+            super().close()
+
     flask_app = flask.Flask("fdn_flask")
     flask_app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{tmp_path / 'flask.db'}"
     flask_app.config["CELERY"] = {
@@ -37,44 +57,84 @@ def test_flask_task_runs_in_app_context_and_commits(tmp_path, redis_url):
         "worker_max_tasks_per_child": 7,  # a plain Celery setting passes through
     }
     flask_app.config["FDN_MARKER"] = "flask-context"
-    db = SQLAlchemy(flask_app)
+    db = SQLAlchemy(flask_app, session_options={"class_": RecordingSession})
 
     class Note(db.Model):
         id = db.Column(db.Integer, primary_key=True)
-        text = db.Column(db.String(50), nullable=False)
+        text = db.Column(db.String(50), nullable=False, unique=True)
 
     with flask_app.app_context():
         db.create_all()
     celery = init_app(flask_app)
 
-    @celery.task(name="fdn_flask.add_note")
+    @celery.task(name="fdn_flask.add_note", shared=False)
     def add_note(text):
         db.session.add(Note(text=text))  # committed by the task base
         return flask.current_app.config["FDN_MARKER"]
 
-    @celery.task(name="fdn_flask.add_note_then_fail")
+    @celery.task(name="fdn_flask.add_note_then_fail", shared=False)
     def add_note_then_fail(text):
         db.session.add(Note(text=text))
         db.session.flush()
         raise RuntimeError("boom")
 
-    # Then the Celery app is configured from Flask and stored in the extensions
-    assert flask_app.extensions["celery"] is celery
+    def notes() -> list[str]:
+        with flask_app.app_context():
+            texts = [n.text for n in db.session.scalars(db.select(Note).order_by(Note.id))]
+        calls.clear()
+        return texts
+
+    calls.clear()
+    return SimpleNamespace(app=flask_app, db=db, celery=celery, calls=calls, notes=notes,
+                           add_note=add_note, add_note_then_fail=add_note_then_fail)
+
+
+def test_flask_configuration_and_extension(flask_setup, redis_url):
+    from offload.integrations.flask import FlaskTask
+
+    celery = flask_setup.celery
+    # The Celery app is configured from config["CELERY"] and stored in the extensions
+    assert flask_setup.app.extensions["celery"] is celery
     assert celery.conf.broker_url == redis_url
     assert celery.conf.worker_max_tasks_per_child == 7
     assert settings_of(celery).task_packages == []
-    assert isinstance(add_note, FlaskTask)
+    assert isinstance(flask_setup.add_note, FlaskTask)
 
-    # When a real worker runs the tasks
-    with running_worker(celery):
-        assert add_note.delay("kept").get(timeout=20) == "flask-context"
-        failed = add_note_then_fail.delay("dropped")
-        with pytest.raises(RuntimeError):
+
+def test_flask_task_runs_in_app_context_and_manages_the_session(flask_setup):
+    calls = flask_setup.calls
+    with running_worker(flask_setup.celery):
+        # When a task returns normally in a real worker (no app context of its own there)
+        assert flask_setup.add_note.delay("kept").get(timeout=20) == "flask-context"
+        # Then it ran in the app context, and its session was committed, then removed
+        assert calls == [("commit", True), ("close", True)]
+        calls.clear()
+        # When a task raises after writing
+        failed = flask_setup.add_note_then_fail.delay("dropped")
+        with pytest.raises(RuntimeError, match="boom"):
             failed.get(timeout=20)
+        # Then its session was rolled back (not committed), then removed
+        assert calls == [("rollback", True), ("close", True)]
+        calls.clear()
+        # When the commit itself fails (a duplicate), the task fails and the session is
+        # rolled back and removed too
+        duplicate = flask_setup.add_note.delay("kept")
+        assert duplicate.get(timeout=20, propagate=False) is not None
+        assert duplicate.state == "FAILURE" and "UNIQUE" in duplicate.traceback
+        assert calls == [("commit", True), ("rollback", True), ("close", True)]
+    # and only the first note is in the database
+    assert flask_setup.notes() == ["kept"]
 
-    # Then the first was committed and the failing one rolled back
-    with flask_app.app_context():
-        assert [n.text for n in db.session.scalars(db.select(Note))] == ["kept"]
+
+def test_flask_task_called_inside_a_context_leaves_the_session_alone(flask_setup):
+    # Given an active app context (a task called eagerly during a request)
+    with flask_setup.app.app_context():
+        # When the task runs in it
+        assert flask_setup.add_note("inline") == "flask-context"
+        # Then the task base neither commits nor removes the caller's session
+        assert flask_setup.calls == []
+        flask_setup.db.session.rollback()
+    assert flask_setup.notes() == []
 
 
 # --- FastAPI --------------------------------------------------------------------------------
@@ -149,6 +209,18 @@ def test_tenant_task_ids():
     assert not task_belongs_to(first, "acme2")
     assert not task_belongs_to("d5592686-186c-47a2-82c3-4c6c108c7c5f", "acme")
     assert not task_belongs_to("", "acme")
+    # only the exact shape tenant_task_id makes: no suffix, no other text after the hash
+    assert not task_belongs_to(first + "0", "acme")
+    assert not task_belongs_to(first[:17] + "../../etc/passwd", "acme")
+    assert not task_belongs_to(first[:17] + first[17:].upper(), "acme")
+
+
+def test_tenant_of_key_needs_the_whole_key():
+    keys = {"k3y-acme": "acme", "k3y-globex": "globex"}
+    assert tenant_of_key("k3y-acme", keys) == "acme"
+    assert tenant_of_key("k3y-globex", keys) == "globex"
+    for wrong in ("", "k3y", "k3y-acm", "k3y-acme ", "K3Y-ACME", "k3y-acme-and-more"):
+        assert tenant_of_key(wrong, keys) is None, wrong
 
 
 # --- Django ---------------------------------------------------------------------------------

@@ -90,6 +90,8 @@ def test_unknown_key_is_401_and_another_tenants_task_is_404(service):
     # an id that no tenant made (e.g. a beat task) is nobody's
     plain = celery.tasks["fdn.add"].delay(1, 1)
     assert client.get(f"/tasks/{plain.id}", headers=KEY_A).status_code == 404
+    # an id with the tenant's prefix but not made by tenant_task_id is nobody's either
+    assert client.get(f"/tasks/{task_id[:17]}x", headers=KEY_A).status_code == 404
     # a tenant's own id that was never used is simply PENDING
     unused = tenant_task_id("acme")
     assert client.get(f"/tasks/{unused}", headers=KEY_A).json()["state"] == "PENDING"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -48,6 +49,7 @@ __all__ = [
 ]
 
 _TENANT_HASH_CHARS = 16
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 # --- tenancy ------------------------------------------------------------------------------
@@ -61,9 +63,11 @@ def tenant_task_id(tenant: str) -> str:
 
 
 def task_belongs_to(task_id: str, tenant: str) -> bool:
-    """Whether ``task_id`` was made by :func:`tenant_task_id` for ``tenant`` (constant time)."""
+    """Whether ``task_id`` was made by :func:`tenant_task_id` for ``tenant``: the tenant's
+    hash (compared in constant time), then a canonical UUID and nothing else."""
     prefix = _tenant_hash(tenant) + "-"
-    return hmac.compare_digest(task_id[: len(prefix)].encode(), prefix.encode())
+    mine = hmac.compare_digest(task_id[: len(prefix)].encode(), prefix.encode())
+    return mine and _UUID.fullmatch(task_id[len(prefix):]) is not None
 
 
 def tenant_of_key(key: str, api_keys: Mapping[str, str]) -> str | None:
