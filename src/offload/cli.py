@@ -68,10 +68,10 @@ def dev(
     """
     from offload.server.dev import run_dev
 
-    settings = _settings()
+    # Options go through Settings, so a bad port or concurrency gets the start-up error.
+    settings = _settings(api_host=host, api_port=port, worker_concurrency=concurrency)
     try:
-        code = run_dev(settings, host=host, port=port, beat=beat, demo=demo,
-                       concurrency=concurrency)
+        code = run_dev(settings, beat=beat, demo=demo)
     except (OffloadError, RuntimeError) as exc:
         raise _fail(str(exc)) from None
     raise typer.Exit(code)
@@ -144,7 +144,7 @@ def api(
     from offload.server import create_api
     from offload.server.dev import route_signals_to
 
-    settings = _settings()
+    settings = _settings(api_host=host, api_port=port)
     _needs_shared_services(settings, "api", results=True)
     if not settings.api_keys:
         typer.secho("warning: OFFLOAD_API_KEYS is empty: every task request gets 401",
@@ -153,8 +153,8 @@ def api(
     celery_app.set_default()  # the only app of this process
     config = uvicorn.Config(
         create_api(settings, celery_app),
-        host=host or settings.api_host,
-        port=settings.api_port if port is None else port,
+        host=settings.api_host,
+        port=settings.api_port,
         log_config=None,
         timeout_graceful_shutdown=10,
     )
@@ -356,7 +356,7 @@ def _doctor_backend(settings: Settings) -> str:
 def migrate() -> None:
     """Run every task package's schema migrations (``<pkg>.schema.upgrade``)."""
     from offload.db import create_engine
-    from offload.plugins import plugin_modules
+    from offload.plugins import upgrade_schemas
 
     settings = _settings()
     if settings.database_url is None:
@@ -364,16 +364,10 @@ def migrate() -> None:
 
     async def run() -> list[str]:
         engine = create_engine(settings.database)
-        done = []
         try:
-            for package, schema in plugin_modules(settings.task_packages, "schema"):
-                upgrade = getattr(schema, "upgrade", None)
-                if upgrade is not None:
-                    await upgrade(engine)
-                    done.append(package)
+            return await upgrade_schemas(settings.task_packages, engine)
         finally:
             await engine.dispose()
-        return done
 
     try:
         done = asyncio.run(run())

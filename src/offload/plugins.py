@@ -24,7 +24,7 @@ from typing import Any
 
 from offload.errors import ConfigurationError
 
-__all__ = ["plugin_hooks", "plugin_module", "plugin_modules"]
+__all__ = ["plugin_hooks", "plugin_module", "plugin_modules", "upgrade_schemas"]
 
 
 def plugin_module(package: str, name: str) -> ModuleType | None:
@@ -57,3 +57,13 @@ def plugin_hooks(packages: Iterable[str], module: str, attribute: str) -> list[t
         for package, mod in plugin_modules(packages, module)
         if getattr(mod, attribute, None) is not None
     ]
+
+
+async def upgrade_schemas(packages: Iterable[str], engine: Any) -> list[str]:
+    """Run ``<pkg>.schema.upgrade(engine)`` of each package that has one, in order; return
+    the packages migrated (``offload migrate`` and the service's start-up)."""
+    done = []
+    for package, upgrade in plugin_hooks(packages, "schema", "upgrade"):
+        await upgrade(engine)
+        done.append(package)
+    return done

@@ -21,17 +21,22 @@ def test_doctor_all_reachable(subprocess_env, redis_url):
 
 
 def test_doctor_names_the_unreachable_service_and_why(subprocess_env, redis_url):
-    # Given a result store nobody listens on
+    # Given a result store and a database nobody listens on (port 1), with passwords
     env = subprocess_env(broker_url=redis_url, result_backend="redis://:pw@127.0.0.1:1/0",
+                         database_url="postgresql+asyncpg://app:dbpw@127.0.0.1:1/app",
                          task_packages="[]")
     # When the doctor runs
     out = run_offload("doctor", "--timeout", "3", env=env)
-    # Then it fails, says which service and why, and shows no password
+    # Then it fails, says which services and why, and shows no password
     assert out.returncode == 1
-    assert "FAIL results" in out.stdout and "ok   broker" in out.stdout
-    assert "127.0.0.1:1" in out.stdout and "refused" in out.stdout.lower()
-    assert "unreachable: results" in out.stderr
-    assert ":pw@" not in out.stdout
+    lines = out.stdout.splitlines()
+    assert any(line.startswith("ok") and " broker " in line for line in lines), out.stdout
+    for name in ("results", "database"):
+        line = next(i for i, text in enumerate(lines) if text.startswith(f"FAIL {name}"))
+        assert "127.0.0.1:1" in lines[line], out.stdout
+        assert "refused" in lines[line + 1].lower(), out.stdout  # the why
+    assert "unreachable: results, database" in out.stderr
+    assert ":pw@" not in out.stdout and "dbpw" not in out.stdout + out.stderr
 
 
 def test_migrate_runs_each_package_schema(subprocess_env, tmp_path):

@@ -102,3 +102,13 @@ def test_cli_api_refuses_the_embedded_result_store(subprocess_env, redis_url):
 def test_dev_refuses_a_non_loopback_address(subprocess_env):
     out = run_offload("dev", "--host", "0.0.0.0", env=subprocess_env(task_packages="[]"))
     assert out.returncode == 2 and "loopback" in out.stderr
+
+
+def test_cli_options_are_validated_like_settings(subprocess_env):
+    env = subprocess_env(task_packages="[]")
+    for args, setting in ((("dev", "--port", "70000"), "OFFLOAD_API_PORT"),
+                          (("dev", "--concurrency", "0"), "OFFLOAD_WORKER_CONCURRENCY"),
+                          (("worker", "-Q", "urgent"), "OFFLOAD_WORKER_QUEUES")):
+        out = run_offload(*args, env=env)
+        assert out.returncode == 2, (args, out.stderr)
+        assert setting in out.stderr and "Traceback" not in out.stderr

@@ -19,7 +19,7 @@ from offload.integrations.fastapi import (
     task_belongs_to,
 )
 from offload.logs import get_logger
-from offload.plugins import plugin_modules
+from offload.plugins import plugin_hooks, upgrade_schemas
 from offload.server.dashboard import DASHBOARD_HTML
 from offload.server.metrics import MetricsMiddleware, render_metrics
 from offload.settings import Settings
@@ -54,12 +54,9 @@ def create_api(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = app.state.engine
-        for package, schema in plugin_modules(packages, "schema"):
-            upgrade = getattr(schema, "upgrade", None)
-            if upgrade is not None:
-                log.info("schema_upgrade", package=package)
-                await upgrade(engine)
+        migrated = await upgrade_schemas(packages, app.state.engine)
+        if migrated:
+            log.info("schemas_upgraded", packages=migrated)
         yield
 
     from offload import __version__
@@ -124,9 +121,7 @@ def create_api(
     def dashboard() -> HTMLResponse:
         return HTMLResponse(DASHBOARD_HTML)
 
-    for package, api in plugin_modules(packages, "api"):
-        router = getattr(api, "router", None)
-        if router is not None:
-            app.include_router(router)
-            log.debug("router_mounted", package=package)
+    for package, router in plugin_hooks(packages, "api", "router"):
+        app.include_router(router)
+        log.debug("router_mounted", package=package)
     return app
