@@ -73,3 +73,15 @@ def test_console_lines_are_readable(tmp_path):
     assert not line.startswith("{")
     assert f"task_id={task_id}" in line and "task_name=logs.work" in line
     assert "tenant=acme" in line and "rows=3" in line
+
+
+def test_auto_format_is_json_in_production_and_readable_in_dev(make_settings, monkeypatch):
+    import io
+
+    from offload.logs import resolve_format
+
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a container's stderr: not a terminal
+    assert resolve_format(make_settings(broker_url="redis://127.0.0.1:6379/0")) == "json"
+    assert resolve_format(make_settings()) == "console"  # offload dev: in-process broker
+    assert resolve_format(make_settings(log_format="console",
+                                        broker_url="redis://127.0.0.1:6379/0")) == "console"
