@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from offload.settings import Settings
 
 _lock = threading.Lock()
+#: Loggers whose INFO lines say nothing to an operator (Alembic lists its plug-ins each run).
+_CHATTY_AT_INFO = ("alembic.runtime.plugins",)
 _configured: tuple[str, str] | None = None
 
 
@@ -93,6 +95,8 @@ def configure_logging(settings: Settings) -> None:
                 root.removeHandler(existing)
         root.addHandler(handler)
         root.setLevel(level)
+        for name in _CHATTY_AT_INFO:
+            logging.getLogger(name).setLevel(logging.WARNING if level == "INFO" else logging.NOTSET)
         _keep_celery_off_logging()
         _configured = (fmt, level)
 
