@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from offload.apps.codegraph.graph import Extraction
 from offload.apps.codegraph.naming import name_files
 from offload.apps.codegraph.parsers import extract
 from offload.apps.codegraph.resolve import FileData, Index, file_rows, repo_rows
@@ -16,13 +17,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def build_graph(root: Path) -> tuple[list[tuple], list[tuple]]:
     """All node rows and edge rows of ``root`` (no database involved)."""
     found = scan(root, 2_000_000)
-    files, full = {}, {}
+    files, full = {}, extractions(root)
     for source in found.files:
         data, digest = read_source(root, source.path, 2_000_000)
         assert data is not None
-        x = extract(data, source.language)
-        full[source.path] = x
-        files[source.path] = FileData(source.path, source.language, digest, len(data), x)
+        files[source.path] = FileData(source.path, source.language, digest, len(data),
+                                      full[source.path])
     naming = name_files({p: f.language for p, f in files.items()},
                         {p: f.x.package for p, f in files.items()}, found.manifests,
                         root.name)
@@ -33,6 +33,16 @@ def build_graph(root: Path) -> tuple[list[tuple], list[tuple]]:
         nodes += n
         edges += e
     return nodes, edges
+
+
+def extractions(root: Path) -> dict[str, Extraction]:
+    """What the parsers find in each source file of ``root``."""
+    out = {}
+    for source in scan(root, 2_000_000).files:
+        data, _digest = read_source(root, source.path, 2_000_000)
+        assert data is not None
+        out[source.path] = extract(data, source.language)
+    return out
 
 
 def render_node(qn: str, kind: str, start: int | None, end: int | None) -> str:

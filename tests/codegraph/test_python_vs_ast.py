@@ -2,7 +2,8 @@
 
 For every class, function and method: the same kind, the same qualified name (nesting joined
 with dots, a repeated name in one scope numbered ``#2``, ``#3`` ...), the same first line
-(the ``def``/``class`` line, decorators excluded) and the same last line.
+(the ``def``/``class`` line, decorators excluded) and the same last line. And every call
+``ast`` finds is extracted, on the same line.
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ def corpus() -> list[Path]:
     return files[::step]
 
 
-def ast_symbols(source: bytes) -> list[tuple[str, str, int, int]]:
+def parse(source: bytes) -> ast.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        tree = ast.parse(source)
+        return ast.parse(source)
+
+
+def ast_symbols(tree: ast.Module) -> list[tuple[str, str, int, int]]:
     found: list[tuple[int, int, str, str, int]] = []  # (line, col, kind, qualname parts...)
 
     def visit(node: ast.AST, scope: list[tuple[str, str]]) -> None:
@@ -74,11 +78,15 @@ def ast_symbols(source: bytes) -> list[tuple[str, str, int, int]]:
 def test_python_extraction_equals_ast(path: Path) -> None:
     source = path.read_bytes()
     try:
-        expected = ast_symbols(source)
+        tree = parse(source)
     except SyntaxError:
         pytest.skip("not valid Python for this interpreter")
-    got = [(s.kind, s.local_qn, s.start_line, s.end_line) for s in extract(source, "python").symbols]
-    assert sorted(got) == sorted(expected)
+    x = extract(source, "python")
+    got = [(s.kind, s.local_qn, s.start_line, s.end_line) for s in x.symbols]
+    assert sorted(got) == sorted(ast_symbols(tree))
+    # and every call is found, on its line, also one whose callee is no name (kept as written)
+    calls = sorted(node.lineno for node in ast.walk(tree) if isinstance(node, ast.Call))
+    assert sorted(line for _scope, _callee, line in x.calls) == calls
 
 
 def test_tree_sitter_alone_matches_ast_on_almost_every_file() -> None:
@@ -109,5 +117,5 @@ def test_grammar_corner_case_falls_back_to_ast() -> None:
     assert parser_for("python").parse(source).root_node.has_error
     # When it is extracted, Then the definitions are exactly ast's
     got = [(s.kind, s.local_qn, s.start_line, s.end_line) for s in extract(source, "python").symbols]
-    assert sorted(got) == sorted(ast_symbols(source))
+    assert sorted(got) == sorted(ast_symbols(parse(source)))
     assert ("method", "C.h", 8, 9) in got

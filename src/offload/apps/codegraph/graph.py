@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: Bump when extraction output changes: stored extractions of an older version are re-parsed.
-EXTRACTOR_VERSION = 1
+EXTRACTOR_VERSION = 2
 
 REPOSITORY, PACKAGE, MODULE, FILE = "repository", "package", "module", "file"
 CLASS, STRUCT, INTERFACE, TRAIT, ENUM, TYPE = "class", "struct", "interface", "trait", "enum", "type"

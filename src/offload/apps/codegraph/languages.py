@@ -31,6 +31,11 @@ EXTENSIONS: dict[str, str] = {
 LANGUAGES = ("python", "javascript", "typescript", "tsx", "go", "rust", "java")
 
 
+def family(language: str) -> str:
+    """Languages that share modules and names: JavaScript, TypeScript and TSX are ``js``."""
+    return "js" if language in ("javascript", "typescript", "tsx") else language
+
+
 def language_of(path: str) -> str | None:
     """The language of ``path`` by its extension, or None when codegraph does not read it."""
     dot = path.rfind(".")

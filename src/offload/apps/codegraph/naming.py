@@ -27,6 +27,8 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 
+from offload.apps.codegraph.languages import family
+
 SEPARATORS = {"rust": "::"}
 
 
@@ -94,23 +96,23 @@ def name_files(
             info = _rust(path, crates, naming)
         else:
             info = _js(path, npm, naming)
-        family = "js" if language in ("javascript", "typescript", "tsx") else language
-        if language in ("python", "rust", "javascript", "typescript", "tsx"):
-            key = (family, info.module)
+        fam = family(language)
+        if fam in ("python", "rust", "js"):
+            key = (fam, info.module)
             if key in claimed:  # one module per file in these languages
-                info.module = _fallback(path, info, claimed, family)
-            claimed[(family, info.module)] = path
+                info.module = _fallback(path, info, claimed, fam)
+            claimed[(fam, info.module)] = path
         naming.files[path] = info
-        naming.modules.setdefault(family, {}).setdefault(info.module, []).append(path)
+        naming.modules.setdefault(fam, {}).setdefault(info.module, []).append(path)
     return naming
 
 
-def _fallback(path: str, info: ModuleInfo, claimed: dict, family: str) -> str:
+def _fallback(path: str, info: ModuleInfo, claimed: dict, fam: str) -> str:
     base = posixpath.splitext(path)[0]
     for tail in ("/__init__", "/mod"):
         base = base.removesuffix(tail)
     candidate = base.replace("/", info.sep if info.sep == "::" else ".")
-    if (family, candidate) not in claimed:
+    if (fam, candidate) not in claimed:
         return candidate
     return f"{info.module}@{path}"
 

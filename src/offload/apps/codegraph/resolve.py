@@ -38,6 +38,7 @@ from offload.apps.codegraph.graph import (
     Extraction,
     dumps,
 )
+from offload.apps.codegraph.languages import family
 from offload.apps.codegraph.naming import Naming
 
 REPOSITORY_QN = "/"
@@ -66,10 +67,6 @@ class FileData:
     content_hash: str
     size: int
     x: Extraction
-
-
-def family(language: str) -> str:
-    return "js" if language in ("javascript", "typescript", "tsx") else language
 
 
 class Index:

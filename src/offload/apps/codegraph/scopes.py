@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from offload.apps.codegraph.graph import CALLABLE_KINDS, CLASS, METHOD, MODULE, TYPE_KINDS, Import
+from offload.apps.codegraph.languages import family
 
 if TYPE_CHECKING:
     from offload.apps.codegraph.resolve import Index
@@ -250,7 +251,7 @@ def _method_owner(index: Index, path: str, scope: int, kinds=TYPE_KINDS) -> str 
 
 def _namespace(index: Index, path: str, name: str) -> tuple | None:
     info = index.naming.files[path]
-    fam = _family(index, path)
+    fam = family(index.files[path].language)
     found = index.namespaces.get((fam, info.module), {}).get(name)
     if found is not None:
         return ("n", found)
@@ -262,11 +263,6 @@ def _namespace(index: Index, path: str, name: str) -> tuple | None:
         if found_in is not None:
             return found_in
     return None
-
-
-def _family(index: Index, path: str) -> str:
-    language = index.files[path].language
-    return "js" if language in ("javascript", "typescript", "tsx") else language
 
 
 def _super_member(index: Index, owner: str | None, name: str | None) -> tuple | None:
@@ -282,10 +278,35 @@ def _super_member(index: Index, owner: str | None, name: str | None) -> tuple | 
     return None
 
 
-def _python_call(index: Index, path: str, scope: int, text: str) -> tuple | None:
-    if text.startswith("?."):
-        return None
-    parts = text.split(".")
+#: Names every file of a language sees without importing them: (names, external prefix).
+_GLOBALS = {
+    "python": (PY_BUILTINS, "builtins."),
+    "go": (GO_BUILTINS, "builtin."),
+    "java": (JAVA_LANG, "java.lang."),
+    "js": (JS_GLOBALS, ""),
+}
+#: Definitions whose body is a scope for names (a Python class body only for its own code).
+_SCOPES = {"python": CALLABLE_KINDS, "js": CALLABLE_KINDS | {MODULE},
+           "rust": CALLABLE_KINDS | {MODULE}}
+
+
+def _lexical(index: Index, path: str, scope: int, head: str) -> tuple | None:
+    """``head`` as a definition of an enclosing scope, else as a name of the file's module
+    (its definitions, imports, wildcard imports), else as a global of its language."""
+    fam = family(index.files[path].language)
+    kinds = _SCOPES.get(fam, ())
+    for depth, (symbol, qn) in enumerate(_chain(index, path, scope)):
+        if symbol.kind in kinds or (fam == "python" and depth == 0 and symbol.kind == CLASS):
+            found = index.members.get(qn, {}).get(head)
+            if found is not None:
+                return ("n", found)
+    target = _namespace(index, path, head)
+    if target is None and fam in _GLOBALS and head in _GLOBALS[fam][0]:
+        target = ("x", _GLOBALS[fam][1] + head, ".")
+    return target
+
+
+def _python_call(index: Index, path: str, scope: int, parts: list[str]) -> tuple | None:
     head = parts[0]
     if head == "super()":
         return _walk(index, _super_member(index, _method_owner(index, path, scope, {CLASS}),
@@ -294,42 +315,31 @@ def _python_call(index: Index, path: str, scope: int, text: str) -> tuple | None
         owner = _method_owner(index, path, scope, {CLASS})
         if owner is not None:
             return _walk(index, ("n", owner), parts[1:])
-    target = None
-    for symbol, qn in _chain(index, path, scope):
-        if symbol.kind in CALLABLE_KINDS or (symbol.kind == CLASS and qn == index.qns[path][scope]):
-            found = index.members.get(qn, {}).get(head)
-            if found is not None:
-                target = ("n", found)
-                break
-    if target is None:
-        target = _namespace(index, path, head)
-    if target is None and head in PY_BUILTINS:
-        target = ("x", f"builtins.{head}", ".")
-    return _walk(index, target, parts[1:])
+    return _walk(index, _lexical(index, path, scope, head), parts[1:])
 
 
-def _go_call(index: Index, path: str, scope: int, text: str) -> tuple | None:
-    if text.startswith("?."):
-        return None
-    parts = text.split(".")
+def _js_call(index: Index, path: str, scope: int, parts: list[str]) -> tuple | None:
     head = parts[0]
-    target = None
+    if head in ("this", "super"):
+        owner = _method_owner(index, path, scope, {CLASS})
+        if head == "this":
+            return _walk(index, ("n", owner), parts[1:]) if owner and len(parts) > 1 else None
+        return _walk(index, _super_member(index, owner, parts[1] if len(parts) > 1 else None),
+                     parts[2:])
+    return _walk(index, _lexical(index, path, scope, head), parts[1:])
+
+
+def _go_call(index: Index, path: str, scope: int, parts: list[str]) -> tuple | None:
     if scope >= 0 and len(parts) > 1:
         symbol = index.files[path].x.symbols[scope]
-        if symbol.props and symbol.props.get("receiver_var") == head:
+        if symbol.props and symbol.props.get("receiver_var") == parts[0]:
             owner = index.container.get(index.qns[path][scope])
-            target = ("n", owner) if owner else None
-    if target is None:
-        target = _namespace(index, path, head)
-    if target is None and head in GO_BUILTINS:
-        target = ("x", f"builtin.{head}", ".")
-    return _walk(index, target, parts[1:])
+            if owner:
+                return _walk(index, ("n", owner), parts[1:])
+    return _walk(index, _lexical(index, path, scope, parts[0]), parts[1:])
 
 
-def _java_call(index: Index, path: str, scope: int, text: str) -> tuple | None:
-    if text.startswith("?."):
-        return None
-    parts = text.split(".")
+def _java_call(index: Index, path: str, scope: int, parts: list[str]) -> tuple | None:
     head = parts[0]
     types = [qn for symbol, qn in _chain(index, path, scope) if symbol.kind in TYPE_KINDS]
     if head == "this":
@@ -345,8 +355,7 @@ def _java_call(index: Index, path: str, scope: int, text: str) -> tuple | None:
             found = index.member(owner, head)
             if found is not None and index.kind.get(found) not in TYPE_KINDS:
                 return ("n", found)
-        bound = index.bindings.get(path, {}).get(head)  # static import
-        bound = index.deref(bound)
+        bound = index.deref(index.bindings.get(path, {}).get(head))  # static import
         if bound is not None and bound[0] == "n" and index.kind.get(bound[1]) == METHOD:
             return bound
     target = None
@@ -358,37 +367,7 @@ def _java_call(index: Index, path: str, scope: int, text: str) -> tuple | None:
         if found is not None and index.kind.get(found) in TYPE_KINDS:
             target = ("n", found)
             break
-    if target is None:
-        target = _namespace(index, path, head)
-    if target is None and head in JAVA_LANG:
-        target = ("x", f"java.lang.{head}", ".")
-    return _walk(index, target, parts[1:])
-
-
-def _js_call(index: Index, path: str, scope: int, text: str) -> tuple | None:
-    if text.startswith("?."):
-        return None
-    parts = text.split(".")
-    head = parts[0]
-    if head == "this":
-        owner = _method_owner(index, path, scope, {CLASS})
-        return _walk(index, ("n", owner), parts[1:]) if owner and len(parts) > 1 else None
-    if head == "super":
-        owner = _method_owner(index, path, scope, {CLASS})
-        return _walk(index, _super_member(index, owner, parts[1] if len(parts) > 1 else None),
-                     parts[2:])
-    target = None
-    for symbol, qn in _chain(index, path, scope):
-        if symbol.kind in CALLABLE_KINDS or symbol.kind == MODULE:
-            found = index.members.get(qn, {}).get(head)
-            if found is not None:
-                target = ("n", found)
-                break
-    if target is None:
-        target = _namespace(index, path, head)
-    if target is None and head in JS_GLOBALS:
-        target = ("x", head, ".")
-    return _walk(index, target, parts[1:])
+    return _walk(index, target or _lexical(index, path, scope, head), parts[1:])
 
 
 def _rust_current_module(index: Index, path: str, scope: int) -> tuple:
@@ -420,15 +399,7 @@ def _rust_path(index: Index, path: str, scope: int, parts: list[str]) -> tuple |
         owner = _method_owner(index, path, scope)
         target = ("n", owner) if owner else None
     else:
-        target = None
-        for symbol, qn in _chain(index, path, scope):
-            if symbol.kind in CALLABLE_KINDS or symbol.kind == MODULE:
-                found = index.members.get(qn, {}).get(head)
-                if found is not None:
-                    target = ("n", found)
-                    break
-        if target is None:
-            target = _namespace(index, path, head)
+        target = _lexical(index, path, scope, head)
         if target is None:
             current = _rust_current_module(index, path, scope)
             if current[0] == "m" and index.module_exists("rust", f"{current[2]}::{head}"):
@@ -442,12 +413,7 @@ def _rust_path(index: Index, path: str, scope: int, parts: list[str]) -> tuple |
     return _walk(index, target, rest)
 
 
-def _rust_call(index: Index, path: str, scope: int, text: str) -> tuple | None:
-    if text.startswith("?"):
-        return None
-    if "::" in text:
-        return _rust_path(index, path, scope, text.split("::"))
-    parts = text.split(".")
+def _rust_call(index: Index, path: str, scope: int, parts: list[str]) -> tuple | None:
     if parts[0] == "self" and len(parts) > 1:
         owner = _method_owner(index, path, scope)
         return _walk(index, ("n", owner), parts[1:]) if owner else None
@@ -458,8 +424,16 @@ _CALLS = {"python": _python_call, "go": _go_call, "java": _java_call, "rust": _r
 
 
 def resolve_call(index: Index, path: str, scope: int, text: str) -> tuple | None:
-    """What ``text`` (a callee or a base class, as written) names inside symbol ``scope``."""
-    target = _CALLS.get(index.files[path].language, _js_call)(index, path, scope, text)
+    """What ``text`` (a callee or a base class, as written) names inside symbol ``scope``: a
+    node of the repository or an external name; None when it stays unresolved (and always
+    for a callee written ``?...``: no name, or a method of an unknown object)."""
+    if text.startswith("?"):
+        return None
+    language = index.files[path].language
+    if language == "rust" and "::" in text:
+        target = _rust_path(index, path, scope, text.split("::"))
+    else:
+        target = _CALLS.get(language, _js_call)(index, path, scope, text.split("."))
     return target if target is None or target[0] in ("n", "x") else None
 
 

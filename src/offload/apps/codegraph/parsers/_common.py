@@ -1,4 +1,5 @@
-"""What every language's extractor shares: the scope stack and a few text helpers."""
+"""What every language's extractor shares: parsing and querying a file, the scope stack, and a
+few text helpers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 from typing import Any
 
 from offload.apps.codegraph.graph import Extraction, Symbol
+from offload.apps.codegraph.languages import parser_for, query
 
 #: a dotted chain of identifiers (unicode identifiers included)
 DOTTED = re.compile(r"[^\W\d]\w*(?:\.[^\W\d]\w*)*")
@@ -15,6 +17,8 @@ _SPACE = re.compile(r"\s+")
 
 #: Longest callee text kept; longer chains are cut to their last part.
 MAX_NAME = 200
+#: Longest text kept of a callee that is no name (``handlers[kind]``, ``make()``, a lambda).
+MAX_WRITTEN = 80
 
 
 def line_count(source: bytes) -> int:
@@ -37,6 +41,13 @@ def dotted_callee(raw: str) -> str | None:
     if DOTTED.fullmatch(raw):
         return raw if len(raw) <= MAX_NAME else "?." + raw.rsplit(".", 1)[-1]
     return None
+
+
+def written(raw: str) -> str:
+    """A callee that is no name, kept as written: ``?`` and its text, spaces collapsed, cut to
+    MAX_WRITTEN (the call is unresolved, never dropped)."""
+    raw = " ".join(raw.split())
+    return "?" + (raw if len(raw) <= MAX_WRITTEN else raw[: MAX_WRITTEN - 3] + "...")
 
 
 class Builder:
@@ -108,14 +119,20 @@ def _end_line(node: Any) -> int:
     return row + 1 if column or row == node.start_point[0] else row
 
 
-def sorted_matches(query: Any, root: Any) -> list[tuple[int, int, int, dict[str, list[Any]]]]:
-    """The query's matches as (start byte, -end byte, pattern, captures), in source order."""
+def begin(language: str, source: bytes, query_source: str,
+          sep: str = ".") -> tuple[Builder, list[tuple[int, int, Any, dict[str, list[Any]]]]]:
+    """Parse ``source``: a :class:`Builder` for its extraction (syntax errors counted) and the
+    matches of ``query_source`` in source order, outer before inner, as (start byte, pattern,
+    the ``@item`` node, captures)."""
     import tree_sitter
 
-    out = []
-    for pattern, captures in tree_sitter.QueryCursor(query).matches(root):
-        anchor = captures.get("item")
-        node = anchor[0] if anchor else next(iter(captures.values()))[0]
-        out.append((node.start_byte, -node.end_byte, pattern, captures))
-    out.sort(key=lambda m: (m[0], m[1]))
-    return out
+    tree = parser_for(language).parse(source)
+    b = Builder(language, source, sep)
+    b.x.errors = int(tree.root_node.has_error)
+    found = []
+    for pattern, captures in tree_sitter.QueryCursor(query(language, query_source)).matches(
+            tree.root_node):
+        node = captures["item"][0]
+        found.append((node.start_byte, -node.end_byte, pattern, node, captures))
+    found.sort(key=lambda m: (m[0], m[1]))
+    return b, [(start, pattern, node, caps) for start, _end, pattern, node, caps in found]

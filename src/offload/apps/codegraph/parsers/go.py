@@ -12,8 +12,7 @@ from offload.apps.codegraph.graph import (
     Extraction,
     Import,
 )
-from offload.apps.codegraph.languages import parser_for, query
-from offload.apps.codegraph.parsers._common import Builder, dotted_callee, sorted_matches, text
+from offload.apps.codegraph.parsers._common import Builder, begin, dotted_callee, text, written
 
 QUERY = """
 (function_declaration name: (identifier) @name) @item
@@ -28,19 +27,10 @@ _TYPE_KINDS = {"struct_type": STRUCT, "interface_type": INTERFACE}
 
 
 def extract(source: bytes, language: str = "go") -> Extraction:
-    tree = parser_for("go").parse(source)
-    b = Builder("go", source)
-    b.x.errors = int(tree.root_node.has_error)
-    for start, _end, pattern, caps in sorted_matches(query("go", QUERY), tree.root_node):
-        node = caps["item"][0]
+    b, found = begin("go", source, QUERY)
+    for start, pattern, node, caps in found:
         if pattern == _CALL:
-            callee = caps["callee"][0]
-            name = dotted_callee(text(callee)) if callee.type in (
-                "identifier", "selector_expression") else None
-            if name is None and callee.type == "selector_expression":
-                field = callee.child_by_field_name("field")
-                name = "?." + text(field) if field is not None else None
-            b.call(b.scope(start), name, node)
+            b.call(b.scope(start), _callee(caps["callee"][0]), node)
         elif pattern == _FUNC:
             b.add(FUNCTION, text(caps["name"][0]), node, b.scope(start))
         elif pattern == _METHOD:
@@ -69,6 +59,14 @@ def extract(source: bytes, language: str = "go") -> Extraction:
                 if child.type == "package_identifier":
                     b.x.package = text(child)
     return b.x
+
+
+def _callee(node) -> str:
+    name = dotted_callee(text(node)) if node.type in ("identifier", "selector_expression") else None
+    if name is None and node.type == "selector_expression":
+        field = node.child_by_field_name("field")
+        name = "?." + text(field) if field is not None else None
+    return name or written(text(node))
 
 
 def _receiver(params) -> tuple[str, str | None]:

@@ -14,8 +14,7 @@ from offload.apps.codegraph.graph import (
     Extraction,
     Import,
 )
-from offload.apps.codegraph.languages import parser_for, query
-from offload.apps.codegraph.parsers._common import Builder, dotted_callee, sorted_matches, text
+from offload.apps.codegraph.parsers._common import Builder, begin, dotted_callee, text, written
 
 QUERY = """
 (class_declaration name: (identifier) @name) @item
@@ -38,16 +37,14 @@ _KINDS = {_CLASS: CLASS, _INTERFACE: INTERFACE, _ENUM: ENUM, _RECORD: CLASS,
 
 
 def extract(source: bytes, language: str = "java") -> Extraction:
-    tree = parser_for("java").parse(source)
-    b = Builder("java", source)
-    b.x.errors = int(tree.root_node.has_error)
+    b, found = begin("java", source, QUERY)
     symbols = b.symbols
-    for start, _end, pattern, caps in sorted_matches(query("java", QUERY), tree.root_node):
-        node = caps["item"][0]
+    for start, pattern, node, caps in found:
         if pattern == _CALL:
             b.call(b.scope(start), _invocation(node, caps["name"][0]), node)
         elif pattern == _NEW:
-            b.call(b.scope(start), _type_name(caps["type"][0]), node)
+            created = caps["type"][0]
+            b.call(b.scope(start), _type_name(created) or written(text(created)), node)
         elif pattern == _EXPLICIT:
             ctor = node.child_by_field_name("constructor")
             if ctor is not None and ctor.type in ("super", "this"):

@@ -17,8 +17,7 @@ from offload.apps.codegraph.graph import (
     Extraction,
     Import,
 )
-from offload.apps.codegraph.languages import parser_for, query
-from offload.apps.codegraph.parsers._common import Builder, dotted_callee, sorted_matches, text
+from offload.apps.codegraph.parsers._common import Builder, begin, dotted_callee, text, written
 
 _COMMON = """
 (class_declaration name: (_) @name) @item
@@ -52,20 +51,16 @@ _CLASSLIKE = {_CLASS_DECL: CLASS, _CLASS_EXPR: CLASS, _ABSTRACT: CLASS, _INTERFA
 
 
 def extract(source: bytes, language: str = "javascript") -> Extraction:
-    tree = parser_for(language).parse(source)
-    b = Builder(language, source)
-    b.x.errors = int(tree.root_node.has_error)
+    b, found = begin(language, source, _JS if language == "javascript" else _TS)
     symbols = b.symbols
-    q = query(language, _JS if language == "javascript" else _TS)
-    for start, _end, pattern, caps in sorted_matches(q, tree.root_node):
-        node = caps["item"][0]
+    for start, pattern, node, caps in found:
         if pattern in (_CALL, _NEW):
             callee = caps["callee"][0]
             name = _callee(callee)
             if name == "require" and pattern == _CALL:
                 _require(b, node)
             else:
-                b.call(b.scope(start), name, node)
+                b.call(b.scope(start), name or written(text(callee)), node)
         elif pattern in _CLASSLIKE:
             name = _name(caps["name"][0])
             index = b.add(_CLASSLIKE[pattern], name, node, b.scope(start))

@@ -8,8 +8,7 @@ exactly what :mod:`ast` finds, which tests/codegraph/test_python_vs_ast.py check
 from __future__ import annotations
 
 from offload.apps.codegraph.graph import CLASS, FUNCTION, METHOD, Extraction, Import
-from offload.apps.codegraph.languages import parser_for, query
-from offload.apps.codegraph.parsers._common import Builder, dotted_callee, sorted_matches, text
+from offload.apps.codegraph.parsers._common import Builder, begin, dotted_callee, text, written
 
 QUERY = """
 (class_definition name: (identifier) @name) @item
@@ -18,17 +17,15 @@ QUERY = """
 (import_statement) @item
 (import_from_statement) @item
 (future_import_statement) @item
+(type_alias_statement left: (_) @left) @item
 """
-_CLASS, _FUNCTION, _CALL = 0, 1, 2
+_CLASS, _FUNCTION, _CALL, _TYPE_ALIAS = 0, 1, 2, 6
 
 
 def extract(source: bytes, language: str = "python") -> Extraction:
-    tree = parser_for("python").parse(source)
-    b = Builder("python", source)
-    b.x.errors = int(tree.root_node.has_error)
+    b, found = begin("python", source, QUERY)
     symbols = b.symbols
-    for start, _end, pattern, caps in sorted_matches(query("python", QUERY), tree.root_node):
-        node = caps["item"][0]
+    for start, pattern, node, caps in found:
         if pattern == _CALL:
             b.call(b.scope(start), _callee(caps["callee"][0]), node)
         elif pattern == _FUNCTION:
@@ -47,6 +44,12 @@ def extract(source: bytes, language: str = "python") -> Extraction:
                         if name:
                             b.x.bases.append((index, "", name, "extends",
                                               base.start_point[0] + 1))
+        elif pattern == _TYPE_ALIAS:
+            # the grammar reads `type(obj).attr = value` as a PEP 695 alias `type X = ...`
+            left = caps["left"][0]
+            if left.named_child_count and left.named_children[0].type not in (
+                    "identifier", "generic_type"):
+                b.call(b.scope(start), "type", node)
         else:
             b.x.imports.extend(_imports(node))
     if b.x.errors:
@@ -97,16 +100,14 @@ def _props(node) -> dict | None:
     return props or None
 
 
-def _callee(node) -> str | None:
+def _callee(node) -> str:
     name = dotted_callee(text(node))
     if name is not None:
         return name
-    if node.type != "attribute":
-        return None
-    attribute = node.child_by_field_name("attribute")
-    obj = node.child_by_field_name("object")
+    attribute = node.child_by_field_name("attribute") if node.type == "attribute" else None
     if attribute is None:
-        return None
+        return written(text(node))
+    obj = node.child_by_field_name("object")
     if obj is not None and obj.type == "call":
         function = obj.child_by_field_name("function")
         if function is not None and function.type == "identifier" and text(function) == "super":

@@ -12,7 +12,7 @@ import ast
 import warnings
 
 from offload.apps.codegraph.graph import CLASS, FUNCTION, METHOD, Extraction, Import, Symbol
-from offload.apps.codegraph.parsers._common import MAX_NAME, line_count
+from offload.apps.codegraph.parsers._common import MAX_NAME, line_count, written
 
 _DEFS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
@@ -68,11 +68,13 @@ def extract_with_ast(source: bytes) -> Extraction | None:
                 if name:
                     x.bases.append((index_of[id(node)], "", name, "extends", b.lineno))
 
+    text = source.decode("utf-8", "replace")
+
     def visit(node: ast.AST, scope: int) -> None:
         if isinstance(node, ast.Call):
-            name = _callee(node.func)
-            if name:
-                x.calls.append((scope, name, node.lineno))
+            name = _callee(node.func) or written(
+                ast.get_source_segment(text, node.func) or ast.unparse(node.func))
+            x.calls.append((scope, name, node.lineno))
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 x.imports.append(Import(alias.name, node.lineno, alias=alias.asname))

@@ -17,14 +17,14 @@ from offload.apps.codegraph.graph import (
     Extraction,
     Import,
 )
-from offload.apps.codegraph.languages import parser_for, query
 from offload.apps.codegraph.parsers._common import (
     MAX_NAME,
     PATH,
     Builder,
+    begin,
     dotted_callee,
-    sorted_matches,
     text,
+    written,
 )
 
 QUERY = """
@@ -46,17 +46,15 @@ _KINDS = {_STRUCT: STRUCT, _UNION: STRUCT, _ENUM: ENUM, _TRAIT: TRAIT, _MOD: MOD
 
 
 def extract(source: bytes, language: str = "rust") -> Extraction:
-    tree = parser_for("rust").parse(source)
-    b = Builder("rust", source, sep="::")
-    b.x.errors = int(tree.root_node.has_error)
+    b, found = begin("rust", source, QUERY, sep="::")
     symbols = b.symbols
     impls: list[tuple[int, int, str]] = []  # (start byte, end byte, type local name) open impls
-    for start, _end, pattern, caps in sorted_matches(query("rust", QUERY), tree.root_node):
-        node = caps["item"][0]
+    for start, pattern, node, caps in found:
         while impls and impls[-1][1] <= start:
             impls.pop()
         if pattern == _CALL:
-            b.call(b.scope(start), _callee(caps["callee"][0]), node)
+            callee = caps["callee"][0]
+            b.call(b.scope(start), _callee(callee) or written(text(callee)), node)
         elif pattern in (_FN, _FN_SIG):
             parent = b.scope(start)
             name = text(caps["name"][0])
