@@ -44,6 +44,21 @@ def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 30) -> httpx.R
         time.sleep(0.2)
 
 
+def _wait_for(condition, what: str, procs, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        alive = all(proc.poll() is None for proc in procs)
+        assert time.monotonic() < deadline and alive, what
+        time.sleep(0.1)
+
+
+def _ran(app, task_name: str) -> bool:
+    """Whether a result of ``task_name`` is stored (result_extended records the name)."""
+    client = app.backend.client
+    return any(f'"name": "{task_name}"'.encode() in (client.get(key) or b"")
+               for key in client.scan_iter("celery-task-meta-*"))
+
+
 @pytest.mark.slow
 def test_worker_beat_and_api_processes(subprocess_env, redis_settings, redis_url):
     # Given worker, beat and API processes on Redis, beat ticking fdn.tick every second
@@ -69,7 +84,8 @@ def test_worker_beat_and_api_processes(subprocess_env, redis_settings, redis_url
             "task_id"]
         assert app.AsyncResult(task_id).get(timeout=30) == 3
         assert httpx.get(f"{base}/tasks/{task_id}", headers=key).json()["result"] == 3
-        time.sleep(2.0)
+        # and a tick that beat sent is run by the worker (its result names the task)
+        _wait_for(lambda: _ran(app, "fdn.tick"), "no fdn.tick result", (worker, beat))
     finally:
         api_output = _stop(api)
         beat_output = _stop(beat)
