@@ -23,6 +23,7 @@ from offload.settings import Settings, load_settings
 
 __all__ = ["build_cli", "main"]
 
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(code)
@@ -47,6 +48,16 @@ def _needs_shared_services(settings: Settings, role: str, results: bool = False)
             "belongs to the worker process. Set OFFLOAD_RESULT_BACKEND to a SurrealDB server "
             "(surrealdb+ws://host:8000/rpc) or Redis, or use `offload dev`"
         )
+
+
+def _monitor_app(settings: Settings) -> Any:
+    """The broker-only app (Flower, reading results); a missing broker is the start-up error."""
+    from offload.factory import create_monitor_app
+
+    try:
+        return create_monitor_app(settings=settings)
+    except ConfigurationError as exc:
+        raise _fail(str(exc)) from None
 
 
 def _log_level(settings: Settings) -> str:
@@ -121,13 +132,7 @@ def flower(
     address: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
 ) -> None:
     """Run Flower on the broker (monitor app: no task module, no database)."""
-    from offload.factory import create_monitor_app
-
-    settings = _settings()
-    try:
-        app = create_monitor_app(settings=settings)
-    except ConfigurationError as exc:
-        raise _fail(str(exc)) from None
+    app = _monitor_app(_settings())
     # Flower stops cleanly on SIGTERM only (Ctrl-C leaves its threads running): forward it.
     signal.signal(signal.SIGINT, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
     app.start(["flower", f"--port={port}", f"--address={address}"])
@@ -277,14 +282,9 @@ def _raise_for(response: Any, url: str) -> None:
 
 
 def _status_from_store(settings: Settings, task_id: str, watch: bool, as_json: bool) -> dict:
-    from offload.factory import create_monitor_app
     from offload.status import task_events, task_status
 
-    try:
-        app = create_monitor_app(settings=settings)
-    except ConfigurationError as exc:
-        raise _fail(str(exc)) from None
-    result = app.AsyncResult(task_id)
+    result = _monitor_app(settings).AsyncResult(task_id)
     if not watch:
         return task_status(result)
 
