@@ -110,6 +110,57 @@ def in_process_worker(app, pool: str = "threads", concurrency: int = 4) -> Itera
     purge(app)
 
 
+@pytest.fixture
+def published() -> Iterator[list[tuple[float, dict]]]:
+    """(time, headers) of every task message published in this process during the test —
+    the retries an in-process worker publishes included."""
+    from celery import signals
+
+    seen: list[tuple[float, dict]] = []
+
+    def record(headers: dict | None = None, **_: object) -> None:
+        seen.append((time.time(), dict(headers or {})))
+
+    signals.before_task_publish.connect(record, weak=False)
+    yield seen
+    signals.before_task_publish.disconnect(record)
+
+
+def retries_published(
+    published: list[tuple[float, dict]], task_id: str
+) -> list[tuple[float, dict]]:
+    """The retry messages of ``task_id`` among ``published`` (retries >= 1)."""
+    return [(at, h) for at, h in published if h.get("id") == task_id and h.get("retries")]
+
+
+@contextmanager
+def json_log_lines() -> Iterator[Callable[[], list[dict]]]:
+    """Capture what reaches the root logger, rendered as JSON: yields a function returning
+    the lines so far (parsed)."""
+    import io
+    import json
+    import logging
+
+    import structlog
+
+    from offload.logs import _shared_processors
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.JSONRenderer()],
+    ))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()
+                       if line.startswith("{")]
+    finally:
+        root.removeHandler(handler)
+
+
 def tag() -> str:
     return uuid.uuid4().hex[:12]
 
@@ -123,7 +174,7 @@ def runs(rds: redis.Redis, name: str) -> list[tuple[float, int, int]]:
     return out
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 20, interval: float = 0.02):
+def wait_for(predicate: Callable[[], object], timeout: float = 60, interval: float = 0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()

@@ -64,6 +64,12 @@ def flaky(ctx: TaskContext, tag: str, failures: int, error: str = "ConnectionErr
     return ctx.success_result(retries=ctx.retries)
 
 
+@simple_task(name="fw.always_down", retry_policy="standard")
+def always_down(ctx: TaskContext, tag: str) -> None:
+    note(ctx, tag)
+    raise ConnectionError("service down")
+
+
 @simple_task(name="fw.not_found", retry_policy=FAST)
 def not_found(ctx: TaskContext, tag: str, user_id: int) -> None:
     note(ctx, tag)
@@ -152,6 +158,16 @@ async def batches(ctx: TaskContext, tag: str, count: int, batch_size: int,
         await ctx.commit_batch()
         ctx.report_progress(100 * stats["processed"] / count, "inserting")
     return ctx.success_result(**stats.to_dict())
+
+
+@db_task(name="fw.bad_sql", retry_policy=FAST)
+async def bad_sql(ctx: TaskContext, tag: str) -> None:
+    """A statement the database refuses (no such table): a DBAPIError, retried."""
+    from sqlalchemy import text
+
+    note(ctx, tag)
+    await ctx.session.execute(insert(items), [{"tag": tag, "name": f"{tag}-{ctx.retries}"}])
+    await ctx.session.execute(text("SELECT * FROM fw_no_such_table"))
 
 
 @db_task(name="fw.count", retry_policy="no_retry")

@@ -58,36 +58,59 @@ def test_fifty_concurrent_sends_run_once(app, rds):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(20)
+        t.join(60)
     assert len(ids) == 50 and len(set(ids)) == 1
     wait_for(lambda: runs(rds, name))
     assert queued(app) == 0  # nothing else was published
     rds.set(f"fw:{name}:gate", 1)
-    assert app.AsyncResult(ids[0]).get(timeout=10) == 1
+    assert app.AsyncResult(ids[0]).get(timeout=60) == 1
     time.sleep(0.3)
     assert len(runs(rds, name)) == 1
 
     # released after success: the same key runs again, as a new task
     again = dedup_slow.apply_async((name,), dedup_key=f"verify-{name}")
     assert again.id != ids[0]
-    assert again.get(timeout=10) == 2
+    assert again.get(timeout=60) == 2
 
 
-def test_claim_survives_retries_and_is_released_after_the_final_failure(app, rds):
+@pytest.fixture
+def finished_runs():
+    """(task id, state) of every task run that ended in this process (task_postrun fires
+    after the task's after_return, where a claim would be released)."""
+    from celery import signals
+
+    seen: list[tuple[str, str]] = []
+
+    def record(task_id=None, state=None, **_):
+        seen.append((task_id, state))
+
+    signals.task_postrun.connect(record, weak=False)
+    yield seen
+    signals.task_postrun.disconnect(record)
+
+
+def test_claim_survives_retries_and_is_released_after_the_final_failure(app, rds,
+                                                                         finished_runs):
     name = tag()
     key = f"fail-{name}"
     first = dedup_fail.apply_async((name,), dedup_key=key)
-    wait_for(lambda: len(runs(rds, name)) == 1)
-    # Given the task failed once and waits for its retry, the key is still held
+    owner = held(app, "fw.dedup_fail", key)
+    assert owner is not None and owner.startswith(first.id + "#")
+    # Given the first run failed and is completely over (the retry waits 1 s)
+    wait_for(lambda: (first.id, "RETRY") in finished_runs)
+    assert len(runs(rds, name)) == 1
+    # Then the key is still held by the same send, and a new send returns the same task
+    assert held(app, "fw.dedup_fail", key) == owner
     assert dedup_fail.apply_async((name,), dedup_key=key).id == first.id
     with pytest.raises(ConnectionError):
-        first.get(timeout=15)
+        first.get(timeout=30)
     assert len(runs(rds, name)) == 2
-    wait_for(lambda: held(app, "fw.dedup_fail", key) is None, timeout=5)
+    # and once the last retry failed, it is free
+    wait_for(lambda: held(app, "fw.dedup_fail", key) is None)
     second = dedup_fail.apply_async((name,), dedup_key=key)
     assert second.id != first.id
     with pytest.raises(ConnectionError):
-        second.get(timeout=15)
+        second.get(timeout=30)
 
 
 def test_declared_dedup_uses_task_id_or_arguments(app, rds):
@@ -100,22 +123,32 @@ def test_declared_dedup_uses_task_id_or_arguments(app, rds):
     assert dedup_declared.delay(name).id == by_args.id
     assert by_args.id != first.id
     rds.set(f"fw:{name}:gate", 1)
-    assert sorted([first.get(timeout=10), by_args.get(timeout=10)]) == [1, 2]
+    assert sorted([first.get(timeout=60), by_args.get(timeout=60)]) == [1, 2]
 
 
-def test_claim_expires_when_its_task_vanishes(app, rds):
+def test_claim_expires_when_its_task_vanishes(app, rds, finished_runs):
     # Given claims that live 0.5 s and a first task that never finishes in that time
     short = create_worker_app(settings=app.offload_settings.model_copy(update={"dedup_ttl": 0.5}))
     name = tag()
     first = dedup_slow.on_app(short).apply_async((name,), dedup_key=name)
     assert dedup_slow.on_app(short).apply_async((name,), dedup_key=name).id == first.id
-    time.sleep(0.7)
-    # Then the key is free again (as it would be after its worker died)
-    second = dedup_slow.on_app(short).apply_async((name,), dedup_key=name)
+    claimed = time.monotonic()
+    # Then the key is free again (as it would be after its worker died), not before its TTL
+    wait_for(lambda: held(short, "fw.dedup_slow", name) is None)
+    assert time.monotonic() - claimed >= 0.4
+    longer = create_worker_app(settings=app.offload_settings.model_copy(
+        update={"dedup_ttl": 60}))
+    other = tag()  # the second task waits on a gate of its own
+    second = dedup_slow.on_app(longer).apply_async((other,), dedup_key=name)
     assert second.id != first.id
+    # and the first task ending late does not free the second one's claim
     rds.set(f"fw:{name}:gate", 1)
-    first.get(timeout=10)
-    second.get(timeout=10)
+    first.get(timeout=60)
+    wait_for(lambda: (first.id, "SUCCESS") in finished_runs)
+    assert held(short, "fw.dedup_slow", name).startswith(second.id + "#")
+    rds.set(f"fw:{other}:gate", 1)
+    second.get(timeout=60)
+    wait_for(lambda: held(app, "fw.dedup_slow", name) is None)
 
 
 def test_redis_store_compare_and_delete(redis_url):

@@ -61,10 +61,10 @@ def test_in_process_worker_records_each_outcome(fw_settings, sqlite_url, rds):
                                              ("fw.flaky", "success"), ("fw.not_found", "failure")]}
     app = create_worker_app(settings=fw_settings(database_url=sqlite_url))
     with in_process_worker(app, pool="threads", concurrency=2):
-        add.delay(1, 1).get(timeout=10)
-        flaky.delay(tag(), 1).get(timeout=10)
+        add.delay(1, 1).get(timeout=60)
+        flaky.delay(tag(), 1).get(timeout=60)
         with pytest.raises(Exception):  # noqa: B017 - the type is tested elsewhere
-            not_found.delay(tag(), 1).get(timeout=10)
+            not_found.delay(tag(), 1).get(timeout=60)
     assert metrics.count("fw.add", "success") == before[("fw.add", "success")] + 1
     assert metrics.count("fw.flaky", "retry") == before[("fw.flaky", "retry")] + 1
     assert metrics.count("fw.flaky", "success") == before[("fw.flaky", "success")] + 1
@@ -85,6 +85,6 @@ def test_worker_serves_metrics(pool, fw_settings, sqlite_url, redis_url, worker_
         env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "prom")
     worker_process(env, pool=pool, concurrency=2)
     for i in range(4):
-        add.delay(i, i).get(timeout=15)
+        add.delay(i, i).get(timeout=60)
     values = wait_for(lambda: scrape(port).get(("offload_tasks_total", "fw.add", "success")))
     assert values == 4

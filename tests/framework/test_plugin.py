@@ -26,9 +26,9 @@ def test_settings_are_embedded_and_isolated(offload_settings, tmp_path):
 def test_in_process_worker_runs_simple_and_db_tasks(offload_settings, offload_worker):
     create_tables(offload_settings.database)
     result = add.delay(20, 22)
-    assert result.get(timeout=15)["sum"] == 42
-    assert insert_items.delay("plug", ["a", "b", "c"]).get(timeout=15)["inserted"] == 3
-    done = batches.delay("plug-b", 4, 3).get(timeout=15)
+    assert result.get(timeout=60)["sum"] == 42
+    assert insert_items.delay("plug", ["a", "b", "c"]).get(timeout=60)["inserted"] == 3
+    done = batches.delay("plug-b", 4, 3).get(timeout=60)
     assert done == {"status": "success", "task_id": done["task_id"], "processed": 4,
                     "batches": 2}
     assert query(offload_settings.database,

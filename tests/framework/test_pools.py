@@ -17,8 +17,8 @@ def test_solo_pool_runs_db_tasks_on_one_loop(fw_settings, sqlite_url):
     app = create_worker_app(settings=fw_settings(database_url=sqlite_url))
     with in_process_worker(app, pool="solo", concurrency=1):
         name = tag()
-        assert insert_items.delay(name, ["s1"]).get(timeout=15)["inserted"] == 1
-        results = group(where.s() for _ in range(5)).apply_async().get(timeout=15)
+        assert insert_items.delay(name, ["s1"]).get(timeout=60)["inserted"] == 1
+        results = group(where.s() for _ in range(5)).apply_async().get(timeout=60)
     assert len({(r["loop"], r["engine"]) for r in results}) == 1
     assert query(sqlite_url, "SELECT name FROM fw_items WHERE tag = :t", t=name) == [("s1",)]
 
@@ -40,10 +40,10 @@ def prefork(worker_process, fw_settings, redis_url, pg_url):
 def test_prefork_children_each_keep_one_loop_and_engine(prefork, rds):
     _app, url = prefork
     name = tag()
-    assert insert_items.delay(name, ["p1", "p2"]).get(timeout=20)["inserted"] == 2
+    assert insert_items.delay(name, ["p1", "p2"]).get(timeout=60)["inserted"] == 2
     assert sorted(query(url, "SELECT name FROM fw_items WHERE tag = :t", t=name)) == [
         ("p1",), ("p2",)]
-    results = group(where.s() for _ in range(16)).apply_async().get(timeout=30)
+    results = group(where.s() for _ in range(16)).apply_async().get(timeout=60)
     by_pid: dict[int, set] = {}
     for r in results:
         by_pid.setdefault(r["pid"], set()).add((r["loop"], r["engine"]))
@@ -53,7 +53,7 @@ def test_prefork_children_each_keep_one_loop_and_engine(prefork, rds):
     slow = tag()
     result = sleepy_db.delay(slow)
     with pytest.raises(SoftTimeLimitExceeded, match="exceeded its soft time limit") as raised:
-        result.get(timeout=20)
+        result.get(timeout=60)
     assert "rolled back" in str(raised.value)
     assert len(runs(rds, slow)) == 1
     assert query(url, "SELECT name FROM fw_items WHERE tag = :t", t=slow) == []
@@ -61,9 +61,9 @@ def test_prefork_children_each_keep_one_loop_and_engine(prefork, rds):
     # the same kind of limit in a sync task, then the child's loop still serves db tasks
     sync = tag()
     with pytest.raises(SoftTimeLimitExceeded, match="it was stopped"):
-        sleepy.delay(sync, 3).get(timeout=20)
+        sleepy.delay(sync, 3).get(timeout=60)
     assert len(runs(rds, sync)) == 1
-    again = group(where.s() for _ in range(6)).apply_async().get(timeout=20)
+    again = group(where.s() for _ in range(6)).apply_async().get(timeout=60)
     for r in again:  # a child that ran before kept its loop and engine through the limit
         if r["pid"] in by_pid:
             assert by_pid[r["pid"]] == {(r["loop"], r["engine"])}
