@@ -11,9 +11,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import aliased
 
 from offload.apps.codegraph.ingest import ingest_repository
+from offload.apps.codegraph.model import CodeEdge, CodeFile, CodeNode
+from offload.apps.codegraph.store import scope_tenant
 from offload.db import session_maker
 
 from .conftest import stored_graph
@@ -34,6 +38,25 @@ async def test_stored_graph_equals_the_hand_written_fixture(engine, cg_settings,
     result = await ingest(engine, cg_settings, tenant, language, FIXTURES / language)
     assert result["success"] and result["files_failed"] == 0
     assert await stored_graph(engine, tenant, language) == expected(language)
+    # every IMPORTS edge ends at a node: a file or package of the repository, or an external
+    # module node (never a bare name)
+    targets = await import_targets(engine, tenant, language)
+    assert targets and all(kind in ("file", "package") or (kind == "module" and external)
+                           for _name, kind, external in targets), targets
+
+
+async def import_targets(engine: AsyncEngine, tenant: str, repo: str) -> list[tuple]:
+    """(to_name, type of the node the edge points at, external?) of every IMPORTS edge."""
+    target = aliased(CodeNode)
+    async with session_maker(engine)() as session:
+        conn = await session.connection()
+        await scope_tenant(conn, tenant)
+        rows = await conn.execute(
+            select(CodeEdge.to_name, target.node_type, target.properties)
+            .outerjoin(target, target.id == CodeEdge.to_node)
+            .where(CodeEdge.tenant_id == tenant, CodeEdge.repo_id == repo,
+                   CodeEdge.edge_type == "IMPORTS"))
+        return [(name, kind, bool((props or {}).get("external"))) for name, kind, props in rows]
 
 
 async def test_unchanged_reindex_parses_and_writes_nothing(engine, cg_settings, tenant,
@@ -97,7 +120,48 @@ async def test_deleted_file_disappears_with_its_nodes_and_edges(engine, cg_setti
     assert "IMPORTS main.py -> ext:shop.service" in edges
     assert not [e for e in edges if e.split(" -> ")[0].split(" ", 1)[1].startswith(
         ("shop.service", "shop/service.py"))]
+    assert await stored_files(engine, tenant, "shop") == [
+        "main.py", "shop/__init__.py", "shop/models.py"]
     assert (nodes, edges) == await fresh_graph(engine, cg_settings, tenant, repo)
+
+
+async def stored_files(engine: AsyncEngine, tenant: str, repo: str) -> list[str]:
+    async with session_maker(engine)() as session:
+        conn = await session.connection()
+        await scope_tenant(conn, tenant)
+        return list((await conn.execute(
+            select(CodeFile.path).where(CodeFile.tenant_id == tenant, CodeFile.repo_id == repo)
+            .order_by(CodeFile.path))).scalars())
+
+
+async def test_a_file_that_fails_to_parse_is_counted_and_reported_not_fatal(
+        engine, cg_settings, tenant, copy_fixture, monkeypatch):
+    from offload.apps.codegraph import parsing
+
+    repo = copy_fixture("python")
+    real = parsing.extract
+
+    def extract(source: bytes, language: str):
+        if b"class Base" in source:
+            raise RuntimeError("the grammar choked")
+        return real(source, language)
+
+    # Given one file whose extraction raises (parsed in this process: the pool would not see
+    # the patch)
+    monkeypatch.setattr(parsing, "extract", extract)
+    settings = cg_settings.model_copy(update={"codegraph_pool_min_bytes": 10**12})
+    result = await ingest(engine, settings, tenant, "shop", repo)
+    # Then the run succeeds with the other files, and says which file failed and why
+    assert result["success"] and (result["files_parsed"], result["files_failed"]) == (3, 1)
+    assert result["failures"] == [{"path": "shop/models.py",
+                                   "reason": "error: RuntimeError: the grammar choked"}]
+    assert await stored_files(engine, tenant, "shop") == [
+        "main.py", "shop/__init__.py", "shop/service.py"]
+    # And once the file parses, the next run picks it up (a failed file is not "unchanged")
+    monkeypatch.setattr(parsing, "extract", real)
+    again = await ingest(engine, settings, tenant, "shop", repo)
+    assert (again["files_parsed"], again["files_failed"]) == (1, 0)
+    assert await stored_graph(engine, tenant, "shop") == expected("python")
 
 
 async def test_new_file_and_changed_manifest_refresh_names(engine, cg_settings, tenant,
@@ -132,19 +196,23 @@ def synthetic_repo(root: Path, files: int, marker: str = "") -> Path:
     return root
 
 
-def count_nodes(database_url: str, tenant: str, repo: str) -> int:
-    """Read on a separate, plain connection: what any other reader sees right now."""
+def snapshot(database_url: str, tenant: str, repo: str) -> tuple[list, list]:
+    """The repository's nodes and edges as a separate, plain connection reads them right now:
+    what any other reader sees."""
+    nodes = ("SELECT qualified_name, node_type, start_line, end_line FROM code_nodes "
+             "WHERE tenant_id = {p} AND repo_id = {p} ORDER BY 1")
+    edges = ("SELECT n.qualified_name, e.edge_type, e.to_name FROM code_edges e "
+             "JOIN code_nodes n ON n.id = e.from_node "
+             "WHERE e.tenant_id = {p} AND e.repo_id = {p} ORDER BY 1, 2, 3")
     if database_url.startswith("sqlite"):
-        path = database_url.split("///", 1)[1]
-        with sqlite3.connect(path) as conn:
-            return conn.execute("SELECT count(*) FROM code_nodes WHERE tenant_id = ? AND "
-                                "repo_id = ?", (tenant, repo)).fetchone()[0]
+        with sqlite3.connect(database_url.split("///", 1)[1]) as conn:
+            return tuple(conn.execute(q.format(p="?"), (tenant, repo)).fetchall()
+                         for q in (nodes, edges))
     import psycopg
 
-    url = database_url.replace("postgresql+asyncpg://", "postgresql://")
-    with psycopg.connect(url) as conn:
-        return conn.execute("SELECT count(*) FROM code_nodes WHERE tenant_id = %s AND "
-                            "repo_id = %s", (tenant, repo)).fetchone()[0]
+    with psycopg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://")) as conn:
+        return tuple([tuple(row) for row in conn.execute(q.format(p="%s"), (tenant, repo))]
+                     for q in (nodes, edges))
 
 
 class Boom(Exception):
@@ -157,30 +225,33 @@ async def test_readers_see_the_old_graph_until_commit_and_after_a_failure(
                              codegraph_batch_rows=20, codegraph_parse_workers=2)
     repo = synthetic_repo(workdir / "big", 60)
     await ingest(engine, settings, tenant, "big", repo)
-    before_nodes = count_nodes(database_url, tenant, "big")
+    old = snapshot(database_url, tenant, "big")
     before = await stored_graph(engine, tenant, "big")
     # Given every file changes (one more function each), so every row is rewritten
     for path in repo.glob("*.py"):
         path.write_text(path.read_text() + "\n\ndef extra():\n    pass\n")
-    seen: list[int] = []
+    seen: list[tuple] = []
 
     def progress(percent, stage, **info):
         if stage == "storing" and info.get("files_done", 0) >= 25:
             # When the re-index is half-way through writing, a reader looks
-            seen.append(count_nodes(database_url, tenant, "big"))
+            seen.append(snapshot(database_url, tenant, "big"))
             if info["files_done"] >= 50:
                 raise Boom("the worker dies half-way")
 
     with pytest.raises(Boom):
         await ingest(engine, settings, tenant, "big", repo, progress=progress)
-    # Then the reader saw the old graph, and after the failure the old graph is intact
-    assert seen and set(seen) == {before_nodes}
+    # Then the reader saw exactly the old graph, every node and edge, and after the failure
+    # the old graph is intact
+    assert len(seen) >= 2 and all(view == old for view in seen)
+    assert snapshot(database_url, tenant, "big") == old
     assert await stored_graph(engine, tenant, "big") == before
     assert engine.pool.checkedout() == 0
     # And a clean re-index then writes the new graph
     result = await ingest(engine, settings, tenant, "big", repo)
     assert result["files_parsed"] == 60
-    assert count_nodes(database_url, tenant, "big") == before_nodes + 60
+    new_nodes, _new_edges = snapshot(database_url, tenant, "big")
+    assert len(new_nodes) == len(old[0]) + 60
 
 
 # --- resources -----------------------------------------------------------------------------

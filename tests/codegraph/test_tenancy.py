@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from offload.apps.codegraph.ingest import ingest_repository
+from offload.apps.codegraph.model import TENANT_TABLES
 from offload.apps.codegraph.schema import grant_service_role
 from offload.apps.codegraph.store import bypasses_rls, scope_tenant
 from offload.db import create_engine, session_maker
@@ -60,18 +61,18 @@ async def test_rls_hides_and_protects_other_tenants_rows(app_engine, make_settin
         assert not await bypasses_rls(conn)
         # When acme's transaction queries with no tenant filter at all
         await scope_tenant(conn, acme)
-        tenants = (await conn.execute(text("SELECT DISTINCT tenant_id FROM code_nodes"))).all()
-        edges = (await conn.execute(text("SELECT DISTINCT tenant_id FROM code_edges"))).all()
-        files = (await conn.execute(text("SELECT DISTINCT tenant_id FROM code_files"))).all()
-        # Then it sees acme's rows and nothing else
-        assert tenants == edges == files == [(acme,)]
+        seen = {table: (await conn.execute(text(f"SELECT DISTINCT tenant_id FROM {table}"))).all()
+                for table in TENANT_TABLES}
+        # Then it sees acme's rows and nothing else, in every table
+        assert seen == {table: [(acme,)] for table in TENANT_TABLES}
         await session.rollback()
 
     async with sessions() as session:
         conn = await session.connection()
         # A transaction that names no tenant sees nothing
-        count = (await conn.execute(text("SELECT count(*) FROM code_nodes"))).scalar_one()
-        assert count == 0
+        for table in TENANT_TABLES:
+            count = (await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
+            assert count == 0, table
         await session.rollback()
 
     async with sessions() as session:
