@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from offload.errors import ConfigurationError, OffloadError
+from offload.errors import ConfigurationError, OffloadError, ResultStoreError
 from offload.settings import Settings, load_settings
 
 __all__ = ["build_cli", "main"]
@@ -286,7 +286,10 @@ def _status_from_store(settings: Settings, task_id: str, watch: bool, as_json: b
 
     result = _monitor_app(settings).AsyncResult(task_id)
     if not watch:
-        return task_status(result)
+        try:
+            return task_status(result)
+        except ResultStoreError as exc:
+            raise _fail(str(exc), code=1) from None
 
     async def follow() -> dict[str, Any]:
         bar = _Bar(enabled=not as_json)
@@ -300,7 +303,10 @@ def _status_from_store(settings: Settings, task_id: str, watch: bool, as_json: b
             bar.close()
         return last
 
-    return asyncio.run(follow())
+    try:
+        return asyncio.run(follow())
+    except ResultStoreError as exc:
+        raise _fail(str(exc), code=1) from None
 
 
 def doctor(

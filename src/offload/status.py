@@ -16,13 +16,27 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import redis.exceptions
 from celery import states
 from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
+
+from offload.errors import ResultStoreUnavailable
 
 __all__ = ["ServerSentEvent", "is_finished", "task_events", "task_status"]
 
 #: States after which nothing about the task changes any more.
 FINISHED_STATES = frozenset(states.READY_STATES)
+
+#: What a result backend raises when its store does not answer (offload's own backend raises
+#: ResultStoreUnavailable already; Celery's Redis backend lets these through).
+_STORE_DOWN = (
+    ConnectionError,
+    TimeoutError,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OperationalError,
+)
 
 
 def is_finished(state: str) -> bool:
@@ -52,9 +66,16 @@ def _jsonable(value: Any) -> Any:
 
 
 def task_status(result: AsyncResult) -> dict[str, Any]:
-    """The status JSON of ``result`` (one read of the result backend)."""
-    state = result.state
-    info = result.info
+    """The status JSON of ``result`` (one read of the result backend).
+
+    Raises :class:`~offload.errors.ResultStoreUnavailable` when the store does not answer."""
+    try:
+        state = result.state
+        info = result.info
+    except _STORE_DOWN as exc:
+        raise ResultStoreUnavailable(
+            f"the result store did not answer: {type(exc).__name__}: {exc}"
+        ) from exc
     status: dict[str, Any] = {
         "task_id": result.id,
         "state": state,

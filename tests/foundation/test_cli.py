@@ -75,3 +75,12 @@ def test_status_reads_the_result_store(subprocess_env, redis_settings, redis_url
     assert json.loads(watched.stdout) == json.loads(ok.stdout)
     assert bad.returncode == 1
     assert "FAILURE" in bad.stdout and "ValueError: bad input" in bad.stdout
+
+
+def test_status_says_when_the_result_store_does_not_answer(subprocess_env, redis_url):
+    env = subprocess_env(broker_url=redis_url, result_backend="redis://:pw@127.0.0.1:1/0",
+                         task_packages="[]")
+    out = run_offload("status", str(uuid.uuid4()), env=env)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "result store did not answer" in out.stderr and "refused" in out.stderr.lower()
+    assert ":pw@" not in out.stderr

@@ -54,15 +54,23 @@ def test_health_reports_each_service(service):
 
 
 def test_health_names_the_unreachable_service(make_settings, redis_url):
+    # Given a service whose result store does not answer
     settings = make_settings(broker_url=redis_url, result_backend="redis://127.0.0.1:1/0",
-                             task_packages=[])
+                             task_packages=[], api_keys={"key-a": "acme"})
     api = create_api(settings, create_worker_app(settings=settings), health_timeout=2)
+    task_id = tenant_task_id("acme")
     with TestClient(api) as client:
         response = client.get("/health")
+        status = client.get(f"/tasks/{task_id}", headers=KEY_A)
+        events = client.get(f"/tasks/{task_id}/events", headers=KEY_A)
+    # Then /health says which one, with the reason
     assert response.status_code == 503
     checks = response.json()["checks"]
     assert checks["broker"]["ok"] and checks["database"]["ok"]
-    assert not checks["results"]["ok"] and checks["results"]["detail"]
+    assert not checks["results"]["ok"] and "refused" in checks["results"]["detail"].lower()
+    # and a task's status is 503 (not a 500), its event stream ends without a `done`
+    assert status.status_code == 503 and "/health" in status.json()["detail"]
+    assert events.status_code == 200 and "event: done" not in events.text
 
 
 def test_task_status_success_and_failure(service):

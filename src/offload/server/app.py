@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from offload.checks import check_services
+from offload.errors import ResultStoreError
 from offload.integrations.fastapi import (
     bind,
     current_tenant,
@@ -87,10 +88,17 @@ def create_api(
         tenant: str = Depends(current_tenant),
         celery: Celery = Depends(get_celery_app),
     ) -> dict:
-        """The task's state, progress, result or error (404 for another tenant's task)."""
+        """The task's state, progress, result or error (404 for another tenant's task, 503
+        while the result store does not answer)."""
         import asyncio
 
-        return await asyncio.to_thread(task_status, _owned_task(task_id, tenant, celery))
+        result = _owned_task(task_id, tenant, celery)
+        try:
+            return await asyncio.to_thread(task_status, result)
+        except ResultStoreError as exc:
+            log.warning("task_status_unavailable", task_id=task_id, error=str(exc))
+            raise HTTPException(503, detail="the result store is unavailable (see /health)"
+                                ) from None
 
     @app.get("/tasks/{task_id}/events", tags=["tasks"])
     async def task_event_stream(
@@ -103,8 +111,11 @@ def create_api(
         result = _owned_task(task_id, tenant, celery)
 
         async def stream() -> AsyncIterator[str]:
-            async for event in task_events(result, timeout=timeout):
-                yield event.encode()
+            try:
+                async for event in task_events(result, timeout=timeout):
+                    yield event.encode()
+            except ResultStoreError as exc:  # the stream ends without `done`; /health says why
+                log.warning("task_events_unavailable", task_id=task_id, error=str(exc))
 
         return StreamingResponse(
             stream(),
