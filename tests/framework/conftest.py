@@ -101,12 +101,28 @@ def purge(app) -> None:
 
 @contextmanager
 def in_process_worker(app, pool: str = "threads", concurrency: int = 4) -> Iterator:
+    """A worker in a thread of this process: the threads pool through offload's
+    InProcessWorker (what the pytest plugin uses; stops at once), solo through Celery's."""
+    from celery import _state
     from celery.contrib.testing.worker import start_worker
 
+    from offload.server.dev import InProcessWorker
+
     purge(app)
-    with start_worker(app, pool=pool, concurrency=concurrency, perform_ping_check=False,
-                      shutdown_timeout=30, loglevel="WARNING") as worker:
-        yield worker
+    if pool == "threads":
+        previous = _state.default_app
+        app.set_default()  # the threads pool looks tasks up on the default app
+        worker = InProcessWorker(app, concurrency=concurrency)
+        worker.start()
+        try:
+            yield worker
+        finally:
+            assert worker.stop(timeout=30), "the in-process worker was still busy after 30 s"
+            _state.set_default_app(previous)
+    else:
+        with start_worker(app, pool=pool, concurrency=concurrency, perform_ping_check=False,
+                          shutdown_timeout=30, loglevel="WARNING") as worker:
+            yield worker
     purge(app)
 
 

@@ -14,7 +14,8 @@ Fixtures, all function-scoped and cleaning up after themselves:
     ``create_worker_app(settings=offload_settings)``.
 ``offload_worker``
     A real Celery worker (threads pool, 2 threads) running in this process on
-    ``offload_app``; send tasks with ``.delay()`` and wait with ``.get(timeout=...)``.
+    ``offload_app`` (:class:`offload.server.dev.InProcessWorker`: stops in a fraction of a
+    second); send tasks with ``.delay()`` and wait with ``.get(timeout=...)``.
 ``offload_task_context``
     A factory of :class:`~offload.testing.TaskTestContext` for calling task functions
     directly: ``ctx = offload_task_context(session=session)``.
@@ -67,11 +68,22 @@ def offload_app(offload_settings: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def offload_worker(offload_app: Any) -> Iterator[Any]:
-    from celery.contrib.testing.worker import start_worker
+    from celery import _state
 
-    with start_worker(offload_app, pool="threads", concurrency=2, perform_ping_check=False,
-                      shutdown_timeout=30, loglevel="WARNING") as worker:
+    from offload.server.dev import InProcessWorker
+
+    # Celery's threads pool looks tasks up on the default app: make it this one meanwhile
+    previous = _state.default_app
+    offload_app.set_default()
+    worker = InProcessWorker(offload_app, concurrency=2)
+    worker.start()
+    try:
         yield worker
+    finally:
+        stopped = worker.stop(timeout=30)
+        _state.set_default_app(previous)
+    if not stopped:
+        raise RuntimeError("the offload_worker fixture's worker was still busy after 30 s")
 
 
 @pytest.fixture
