@@ -2,7 +2,9 @@
 
 ``engine`` is parametrised over both databases. The PostgreSQL database is the session's
 (``postgres_url``); each test starts from empty credits tables. ``check_ledger`` asserts the
-ledger invariant and the exactly-once life of every hold.
+ledger invariant and the exactly-once life of every hold; every fixture that makes a ledger
+(``engine``, ``pg_engine``, ``api_app``, the task tests' ``pg_ledger``) runs it when the test
+is over, so no scenario ends unchecked.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from offload.apps.credits import service as ledger
+from offload.apps.credits.errors import SinkUnavailable
 from offload.apps.credits.model import (
     COUNTED_STATUSES,
     CreditAccount,
@@ -47,19 +50,27 @@ async def postgres_ledger(url: str) -> AsyncEngine:
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def engine(request, tmp_path) -> AsyncIterator[AsyncEngine]:
+    """An empty migrated ledger on each database; the invariant is checked after the test."""
     if request.param == "sqlite":
         engine = await sqlite_ledger(tmp_path)
     else:
         engine = await postgres_ledger(request.getfixturevalue("postgres_url"))
-    yield engine
-    await engine.dispose()
+    try:
+        yield engine
+        await check_ledger(engine)
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture
 async def pg_engine(postgres_url) -> AsyncIterator[AsyncEngine]:
+    """:func:`engine` on PostgreSQL only."""
     engine = await postgres_ledger(postgres_url)
-    yield engine
-    await engine.dispose()
+    try:
+        yield engine
+        await check_ledger(engine)
+    finally:
+        await engine.dispose()
 
 
 @pytest.fixture
@@ -105,6 +116,38 @@ async def check_ledger(engine: AsyncEngine) -> dict[tuple[str, str], int]:
         assert kinds == expected, (hold.id, hold.status, kinds)
         assert hold.is_active == (hold.status == "active")
     return balances
+
+
+async def count_unsynced(engine: AsyncEngine) -> int:
+    """Completed transactions not yet marked synced to analytics."""
+    async with session_maker(engine)() as session:
+        return await session.scalar(
+            select(func.count()).select_from(CreditTransaction).where(
+                CreditTransaction.status == "completed",
+                CreditTransaction.synced_to_analytics.is_(False),
+            )
+        )
+
+
+class ListSink:
+    """An analytics sink in a list: acknowledges ``fail_after`` batches (None: all), then
+    raises :class:`SinkUnavailable`; ``delay`` seconds per batch."""
+
+    def __init__(self, fail_after: int | None = None, delay: float = 0.0) -> None:
+        self.rows: list[dict] = []
+        self.calls = 0
+        self.fail_after = fail_after
+        self.delay = delay
+
+    async def send(self, rows: list[dict]) -> None:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise SinkUnavailable("down")
+        self.rows.extend(rows)
+
+    async def aclose(self) -> None:
+        pass
 
 
 async def _api_database(request, data_dir) -> str:

@@ -60,7 +60,7 @@ def test_no_input_makes_a_server_error(fuzzed_app, mode):
     for operation in operations:
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=25, deadline=None, database=None,
+        @settings(max_examples=20, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))
         def fuzz(case) -> None:
             response = case.call_and_validate(headers={**(case.headers or {}), **ACME},
@@ -71,5 +71,5 @@ def test_no_input_makes_a_server_error(fuzzed_app, mode):
             fuzz()
         except Unsatisfiable:
             assert mode == GenerationMode.NEGATIVE  # nothing to get wrong
-    assert sum(statuses.values()) >= OPERATIONS * 15 and 500 not in statuses
+    assert sum(statuses.values()) >= OPERATIONS * 12 and 500 not in statuses
     # (the api_app fixture then checks the ledger invariant)

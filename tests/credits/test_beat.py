@@ -15,7 +15,7 @@ import pytest
 
 from offload import create_worker_app, load_settings
 
-from .conftest import sqlite_ledger
+from .conftest import check_ledger, sqlite_ledger, with_engine
 from .test_tasks import QUEUES, TASKS_MODULE, _seed
 
 
@@ -74,6 +74,7 @@ def test_celery_beat_process_really_dispatches_a_task(tmp_path, redis_url):
         result = worker_app.AsyncResult(message["headers"]["id"])
         outcome = result.get(timeout=30)
     assert (outcome["completed"], outcome["reverted"]) == (1, 1)
+    _run(with_engine(url, check_ledger))
     with purge_app.connection_for_write() as conn:
         for queue in QUEUES:
             conn.default_channel.queue_purge(queue)

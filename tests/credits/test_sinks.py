@@ -12,9 +12,11 @@ from offload.apps.credits import service as ledger
 from offload.apps.credits import sweeps
 from offload.apps.credits.devsink import LocalPostgrest
 from offload.apps.credits.errors import SinkRejected, SinkUnavailable
-from offload.apps.credits.model import CreditTransaction, utcnow
+from offload.apps.credits.model import utcnow
 from offload.apps.credits.sinks import HttpSink, TableSink, sink_from_settings, usage_table
-from offload.db import create_engine, session_maker
+from offload.db import create_engine
+
+from .conftest import count_unsynced
 
 ROW = {"id": 1, "tenant": "t", "user_id": "u", "amount": -3, "balance_after": 7,
        "type": "api_usage", "status": "completed", "reference_id": None,
@@ -71,15 +73,6 @@ async def test_http_sink_unreachable_is_retriable():
     await sink.aclose()
 
 
-async def _unsynced(engine) -> int:
-    async with session_maker(engine)() as session:
-        return await session.scalar(
-            select(func.count()).select_from(CreditTransaction).where(
-                CreditTransaction.synced_to_analytics.is_(False)
-            )
-        )
-
-
 async def test_sync_through_a_failing_http_sink_loses_nothing(engine, session, tenant, receiver,
                                                               http_sink):
     # Given 6 completed transactions
@@ -90,13 +83,13 @@ async def test_sync_through_a_failing_http_sink_loses_nothing(engine, session, t
     receiver.fail_with = 503
     with pytest.raises(SinkUnavailable):
         await sweeps.sync_usage(session, http_sink, batch_size=4)
-    assert await _unsynced(engine) == 6
+    assert await count_unsynced(engine) == 6
     assert receiver.rows("credit_usage") == {}
     # When it is back, the next run syncs everything, once
     receiver.fail_with = None
     assert await sweeps.sync_usage(session, http_sink, batch_size=4) == {"synced": 6,
                                                                          "skipped": 0}
-    assert await _unsynced(engine) == 0
+    assert await count_unsynced(engine) == 0
     stored = receiver.rows("credit_usage")
     assert sorted(r["amount"] for r in stored.values()) == [1, 2, 3, 4, 5, 6]
     assert {r["tenant"] for r in stored.values()} == {tenant}

@@ -16,10 +16,10 @@ from offload.apps.credits import service as ledger
 from offload.apps.credits import tasks
 from offload.apps.credits.devsink import LocalPostgrest
 from offload.apps.credits.model import utcnow
-from offload.db import create_engine, session_maker
+from offload.db import session_maker
 from offload.testing import TaskTestContext
 
-from .conftest import check_ledger, postgres_ledger, sqlite_ledger
+from .conftest import check_ledger, count_unsynced, postgres_ledger, sqlite_ledger, with_engine
 
 TASKS_MODULE = "offload.apps.credits.tasks"
 QUEUES = ("high_priority", "default", "low_priority")
@@ -81,14 +81,6 @@ def _run(coro):
     return asyncio.run(coro)
 
 
-async def _with_engine(url, fn):
-    engine = create_engine(url)
-    try:
-        return await fn(engine)
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="module")
 def receiver():
     with LocalPostgrest(api_key="k") as server:
@@ -125,7 +117,8 @@ def pg_ledger(postgres_url):
 
     _run(prepare())
     time.sleep(1.05)  # pending transactions now older than credits_pending_max_age=1
-    return postgres_url
+    yield postgres_url
+    _run(with_engine(postgres_url, check_ledger))
 
 
 def _get(app, task, timeout=30, **options):
@@ -139,17 +132,19 @@ def test_the_tasks_on_a_real_worker(worker_app, pg_ledger, receiver):
     released = _get(worker_app, tasks.cleanup_expired_holds)
     assert (released["released"], released["credits_returned"]) == (1, 5)
     period = utcnow().strftime("%Y-%m")
-    first = _get(worker_app, tasks.allocate_monthly)
+    first = _get(worker_app, tasks.allocate_monthly, dedup_key="beat-1")
     assert (first["allocated"], first["credits"], first["period"]) == (2, 600, period)
-    # a retry, a rerun and a second beat: still one allocation per user and period
-    for _ in range(2):
-        again = _get(worker_app, tasks.allocate_monthly)
+    # a rerun and a second beat really run again (own dedup keys: the first run's claim may
+    # outlive its result by a moment) and still allocate once per user and period
+    for run in ("rerun", "beat-2"):
+        again = _get(worker_app, tasks.allocate_monthly, dedup_key=run)
+        assert again["task_id"] != first["task_id"]
         assert (again["allocated"], again["already_allocated"]) == (0, 2)
     settled = _get(worker_app, tasks.process_pending)
     assert (settled["completed"], settled["reverted"]) == (1, 1)
     synced = _get(worker_app, tasks.sync_usage)
     assert synced["synced"] == len(receiver.rows("usage")) > 0
-    balances = _run(_with_engine(pg_ledger, check_ledger))
+    balances = _run(with_engine(pg_ledger, check_ledger))
     assert balances[("t", "s")] == 50 + 100 - 3
     assert balances[("t", "p")] == 500
 
@@ -164,25 +159,14 @@ def test_sync_with_a_failing_sink_retries_and_loses_nothing(worker_app, pg_ledge
         while result.state != "RETRY" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert result.state == "RETRY"  # retriable: scheduled again with backoff
-        unsynced = _run(_with_engine(pg_ledger, _count_unsynced))
+        unsynced = _run(with_engine(pg_ledger, count_unsynced))
         assert unsynced > 0
     finally:
         receiver.fail_with = None
         result.revoke()
     synced = _get(worker_app, tasks.sync_usage, dedup_key="next-run")
     assert synced["synced"] == unsynced
-    assert _run(_with_engine(pg_ledger, _count_unsynced)) == 0
-
-
-async def _count_unsynced(engine) -> int:
-    from sqlalchemy import func, select
-
-    from offload.apps.credits.model import CreditTransaction
-
-    async with session_maker(engine)() as s:
-        return await s.scalar(select(func.count()).select_from(CreditTransaction).where(
-            CreditTransaction.status == "completed",
-            CreditTransaction.synced_to_analytics.is_(False)))
+    assert _run(with_engine(pg_ledger, count_unsynced)) == 0
 
 
 # --- level 3: the beat schedule -------------------------------------------------------------
