@@ -3,7 +3,7 @@
 ``engine`` is parametrised over both databases. The PostgreSQL database is the session's
 (``postgres_url``); each test starts from empty credits tables. ``check_ledger`` asserts the
 ledger invariant and the exactly-once life of every hold; every fixture that makes a ledger
-(``engine``, ``pg_engine``, ``api_app``, the task tests' ``pg_ledger``) runs it when the test
+(``engine``, ``api_app``, the task tests' ``pg_ledger``) runs it when the test
 is over, so no scenario ends unchecked.
 """
 
@@ -62,15 +62,9 @@ async def engine(request, tmp_path) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-@pytest.fixture
-async def pg_engine(postgres_url) -> AsyncIterator[AsyncEngine]:
-    """:func:`engine` on PostgreSQL only."""
-    engine = await postgres_ledger(postgres_url)
-    try:
-        yield engine
-        await check_ledger(engine)
-    finally:
-        await engine.dispose()
+def on_postgres(test):
+    """Run a test that takes ``engine`` on PostgreSQL only (marked ``postgres``)."""
+    return pytest.mark.postgres(pytest.mark.parametrize("engine", ["postgres"], indirect=True)(test))
 
 
 @pytest.fixture

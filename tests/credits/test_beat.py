@@ -26,7 +26,7 @@ def _run(coro):
 @pytest.mark.redis
 @pytest.mark.slow
 def test_celery_beat_process_really_dispatches_a_task(tmp_path, redis_url):
-    # Given a database with one pending fee older than the (1 s) pending age
+    # Given a database with one pending fee and one usage older than the (1 h) pending age
     url = f"sqlite+aiosqlite:///{tmp_path}/credits.db"
 
     async def prepare():
@@ -38,7 +38,7 @@ def test_celery_beat_process_really_dispatches_a_task(tmp_path, redis_url):
     settings = {
         "data_dir": str(tmp_path / "data"), "broker_url": redis_url, "result_backend": redis_url,
         "database_url": url, "task_packages": ["offload.apps.credits"],
-        "credits_pending_max_age": 1, "log_format": "json",
+        "credits_pending_max_age": 3600, "log_format": "json",
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
     env |= {f"OFFLOAD_{k.upper()}": v if isinstance(v, str) else json.dumps(v)

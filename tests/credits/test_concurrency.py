@@ -17,7 +17,7 @@ from offload.apps.credits.errors import HoldNotActive, InsufficientCredits
 from offload.apps.credits.model import CreditHold, CreditTransaction, utcnow
 from offload.db import session_maker
 
-from .conftest import ListSink, check_ledger
+from .conftest import ListSink, check_ledger, on_postgres
 
 
 async def _in_own_session(engine, call, *args, **kwargs):
@@ -129,13 +129,13 @@ async def test_two_sweeps_at_once_release_each_hold_once(engine, ledger_of):
     assert sorted(refs) == sorted(h.id for h in holds)
 
 
-@pytest.mark.postgres
-async def test_two_sweeps_split_the_work_on_postgres(pg_engine, tenant):
-    # SKIP LOCKED: with more holds than one batch both sweeps get a share, never the same hold
-    await _accounts(pg_engine, tenant, credits=100, cost=1, tier="free")
-    await _expired_holds(pg_engine, tenant, per_user=40)
+@on_postgres
+async def test_two_sweeps_split_the_work_on_postgres(engine, tenant):
+    # Two sweeps over 400 holds in batches of 25: every hold released by exactly one of them
+    await _accounts(engine, tenant, credits=100, cost=1, tier="free")
+    await _expired_holds(engine, tenant, per_user=40)
     calls = [(sweeps.cleanup_expired_holds, (), {"batch_size": 25}) for _ in range(2)]
-    results, _ = await _outcomes(pg_engine, calls)
+    results, _ = await _outcomes(engine, calls)
     assert sum(r["released"] for r in results) == 400
 
 
@@ -197,41 +197,41 @@ async def _while_locked(engine, table, ids, sweep, **kwargs):
             await other.rollback()
 
 
-@pytest.mark.postgres
-async def test_cleanup_skips_locked_holds_and_releases_them_next_run(pg_engine, tenant):
-    await _accounts(pg_engine, tenant)
-    holds = await _expired_holds(pg_engine, tenant, per_user=1)
-    first = await _while_locked(pg_engine, CreditHold.__table__, [h.id for h in holds[:4]],
+@on_postgres
+async def test_cleanup_skips_locked_holds_and_releases_them_next_run(engine, tenant):
+    await _accounts(engine, tenant)
+    holds = await _expired_holds(engine, tenant, per_user=1)
+    first = await _while_locked(engine, CreditHold.__table__, [h.id for h in holds[:4]],
                                 sweeps.cleanup_expired_holds)
     assert first == {"released": 6, "credits_returned": 60, "skipped": 4}
-    second = await _in_own_session(pg_engine, sweeps.cleanup_expired_holds)
+    second = await _in_own_session(engine, sweeps.cleanup_expired_holds)
     assert second == {"released": 4, "credits_returned": 40, "skipped": 0}
 
 
-@pytest.mark.postgres
-async def test_pending_settlement_skips_locked_rows(pg_engine, tenant):
-    await _accounts(pg_engine, tenant)
-    async with session_maker(pg_engine)() as session:
+@on_postgres
+async def test_pending_settlement_skips_locked_rows(engine, tenant):
+    await _accounts(engine, tenant)
+    async with session_maker(engine)() as session:
         pending = [await ledger.deduct(session, tenant, f"u{n}", 5, "p", pending=True)
                    for n in range(6)]
     later = utcnow() + timedelta(days=2)
-    first = await _while_locked(pg_engine, CreditTransaction.__table__,
+    first = await _while_locked(engine, CreditTransaction.__table__,
                                 [p.id for p in pending[:2]], sweeps.process_pending,
                                 max_age=60, now=later)
     assert (first["reverted"], first["skipped"]) == (4, 2)
-    second = await _in_own_session(pg_engine, sweeps.process_pending, max_age=60, now=later)
+    second = await _in_own_session(engine, sweeps.process_pending, max_age=60, now=later)
     assert (second["reverted"], second["skipped"]) == (2, 0)
 
 
-@pytest.mark.postgres
-async def test_sync_skips_rows_another_sync_holds(pg_engine, tenant):
-    await _accounts(pg_engine, tenant)  # 10 completed additions to sync
+@on_postgres
+async def test_sync_skips_rows_another_sync_holds(engine, tenant):
+    await _accounts(engine, tenant)  # 10 completed additions to sync
     sink = ListSink()
-    async with session_maker(pg_engine)() as session:
+    async with session_maker(engine)() as session:
         ids = (await session.scalars(select(CreditTransaction.id))).all()
-    first = await _while_locked(pg_engine, CreditTransaction.__table__, ids[:3],
+    first = await _while_locked(engine, CreditTransaction.__table__, ids[:3],
                                 sweeps.sync_usage, sink=sink)
     assert first == {"synced": 7, "skipped": 3}
-    second = await _in_own_session(pg_engine, sweeps.sync_usage, sink=sink)
+    second = await _in_own_session(engine, sweeps.sync_usage, sink=sink)
     assert second == {"synced": 3, "skipped": 0}
     assert sorted(r["id"] for r in sink.rows) == sorted(ids)

@@ -10,12 +10,13 @@ from datetime import timedelta
 
 import pytest
 from celery.schedules import crontab
+from sqlalchemy import update
 
 from offload import create_scheduler_app, create_worker_app, load_settings
 from offload.apps.credits import service as ledger
 from offload.apps.credits import tasks
 from offload.apps.credits.devsink import LocalPostgrest
-from offload.apps.credits.model import utcnow
+from offload.apps.credits.model import CreditTransaction, utcnow
 from offload.db import session_maker
 from offload.testing import TaskTestContext
 
@@ -35,6 +36,10 @@ async def _seed(engine, tenant="t") -> None:
         await ledger.hold(s, tenant, "s", "/op", now=utcnow() - timedelta(days=1))
         await ledger.deduct(s, tenant, "s", 10, "old-fee", pending=True)
         await ledger.deduct(s, tenant, "s", 3, "old-usage", kind="api_usage", pending=True)
+        # both pending a day already (older than any credits_pending_max_age the tests use)
+        await s.execute(update(CreditTransaction).where(CreditTransaction.status == "pending")
+                        .values(created_at=utcnow() - timedelta(days=1)))
+        await s.commit()
 
 
 def _summary(result: dict) -> dict:
@@ -47,8 +52,7 @@ def _summary(result: dict) -> dict:
 async def test_each_task_happy_path_in_a_test_context(tmp_path, make_settings):
     engine = await sqlite_ledger(tmp_path)
     await _seed(engine)
-    settings = make_settings(credits_pending_max_age=1, credits_batch_size=2)
-    await asyncio.sleep(1.1)  # the pending transactions grow older than 1 s
+    settings = make_settings(credits_pending_max_age=3600, credits_batch_size=2)
 
     async def run(task, **kwargs):
         async with session_maker(engine)() as session:
@@ -93,7 +97,7 @@ def worker_app(tmp_path_factory, redis_url, postgres_url, receiver):
         data_dir=tmp_path_factory.mktemp("credits-worker"),
         broker_url=redis_url, result_backend=redis_url, database_url=postgres_url,
         task_packages=[], task_modules=[TASKS_MODULE], worker_pool="threads",
-        credits_pending_max_age=1, credits_batch_size=2,
+        credits_pending_max_age=3600, credits_batch_size=2,
         analytics_sink="http", analytics_url=receiver.url, analytics_api_key="k",
         analytics_table="usage",
     )
@@ -116,7 +120,6 @@ def pg_ledger(postgres_url):
         await engine.dispose()
 
     _run(prepare())
-    time.sleep(1.05)  # pending transactions now older than credits_pending_max_age=1
     yield postgres_url
     _run(with_engine(postgres_url, check_ledger))
 

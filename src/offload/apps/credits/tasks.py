@@ -40,12 +40,19 @@ SYNC_RETRIES = RetryPolicy(max_retries=3, base_delay=30, max_delay=240)
 SWEEP_LIMITS: dict[str, Any] = {"time_limit": 1800, "soft_time_limit": 1680}
 
 
+def _periodic(name: str, queue: str, retry_policy: RetryPolicy, schedule: crontab) -> Any:
+    """The decorator of a ledger sweep: a ``@db_task`` on ``schedule``, deduplicated, with the
+    sweeps' time limits."""
+    return db_task(name=name, queue=queue, retry_policy=retry_policy, schedule=schedule,
+                   dedup=True, **SWEEP_LIMITS)
+
+
 async def _run_sweep(
     ctx: TaskContext, sweep: Callable[..., Awaitable[dict[str, Any]]], done: str, *args: Any,
     **kwargs: Any,
 ) -> dict[str, Any]:
     """Run ``sweep`` in the task's batches (``ctx.iter_batches`` / ``commit_batch``) with its
-    stats counter; log and return its summary."""
+    stats counter; log its summary and return it as the task's result."""
     stats = ctx.create_stats_counter()
     try:
         summary = await sweep(ctx.session, *args, batches=ctx, stats=stats, **kwargs)
@@ -54,66 +61,37 @@ async def _run_sweep(
                         **stats.to_dict())
         raise
     ctx.log_success(done, **summary)
-    return summary
-
-
-@db_task(
-    name="credits.cleanup_expired_holds",
-    queue="low_priority",
-    retry_policy=SWEEP_RETRIES,
-    schedule=crontab(minute=0, hour="*/3"),
-    dedup=True,
-    **SWEEP_LIMITS,
-)
-async def cleanup_expired_holds(ctx: TaskContext) -> dict[str, Any]:
-    """Release every active hold past its expiry, returning its credits exactly once."""
-    config = CreditsConfig.from_settings(ctx.settings)
-    summary = await _run_sweep(ctx, sweeps.cleanup_expired_holds, "expired holds released",
-                               batch_size=config.batch_size)
     return ctx.success_result(**summary)
 
 
-@db_task(
-    name="credits.allocate_monthly",
-    queue="default",
-    retry_policy=ALLOCATION_RETRIES,
-    schedule=crontab(minute=0, hour=0, day_of_month=1),
-    dedup=True,
-    **SWEEP_LIMITS,
-)
+@_periodic("credits.cleanup_expired_holds", "low_priority", SWEEP_RETRIES,
+           crontab(minute=0, hour="*/3"))
+async def cleanup_expired_holds(ctx: TaskContext) -> dict[str, Any]:
+    """Release every active hold past its expiry, returning its credits exactly once."""
+    config = CreditsConfig.from_settings(ctx.settings)
+    return await _run_sweep(ctx, sweeps.cleanup_expired_holds, "expired holds released",
+                            batch_size=config.batch_size)
+
+
+@_periodic("credits.allocate_monthly", "default", ALLOCATION_RETRIES,
+           crontab(minute=0, hour=0, day_of_month=1))
 async def allocate_monthly(ctx: TaskContext, period: str | None = None) -> dict[str, Any]:
     """Grant every subscriber its tier's allowance for ``period`` ('YYYY-MM', default: the
     current UTC month), once per user and period however often this runs."""
     config = CreditsConfig.from_settings(ctx.settings)
-    summary = await _run_sweep(ctx, sweeps.allocate_monthly, "monthly credits allocated",
-                               config=config, period=period)
-    return ctx.success_result(**summary)
+    return await _run_sweep(ctx, sweeps.allocate_monthly, "monthly credits allocated",
+                            config=config, period=period)
 
 
-@db_task(
-    name="credits.process_pending",
-    queue="low_priority",
-    retry_policy=SWEEP_RETRIES,
-    schedule=crontab(minute="*/15"),
-    dedup=True,
-    **SWEEP_LIMITS,
-)
+@_periodic("credits.process_pending", "low_priority", SWEEP_RETRIES, crontab(minute="*/15"))
 async def process_pending(ctx: TaskContext) -> dict[str, Any]:
     """Settle transactions pending longer than ``settings.credits_pending_max_age``."""
     config = CreditsConfig.from_settings(ctx.settings)
-    summary = await _run_sweep(ctx, sweeps.process_pending, "stale pending transactions settled",
-                               max_age=config.pending_max_age, batch_size=config.batch_size)
-    return ctx.success_result(**summary)
+    return await _run_sweep(ctx, sweeps.process_pending, "stale pending transactions settled",
+                            max_age=config.pending_max_age, batch_size=config.batch_size)
 
 
-@db_task(
-    name="credits.sync_usage",
-    queue="low_priority",
-    retry_policy=SYNC_RETRIES,
-    schedule=crontab(minute="*/10"),
-    dedup=True,
-    **SWEEP_LIMITS,
-)
+@_periodic("credits.sync_usage", "low_priority", SYNC_RETRIES, crontab(minute="*/10"))
 async def sync_usage(ctx: TaskContext) -> dict[str, Any]:
     """Mirror completed transactions to the analytics sink (``settings.analytics_sink``);
     rows are marked synced only after the sink acknowledged them (a failed batch stays
@@ -123,11 +101,11 @@ async def sync_usage(ctx: TaskContext) -> dict[str, Any]:
         ctx.log_info("no analytics sink configured (OFFLOAD_ANALYTICS_SINK=none); nothing sent")
         return ctx.success_result(synced=0, skipped=0, sink="none")
     try:
-        summary = await _run_sweep(ctx, sweeps.sync_usage, "usage synced", sink,
-                                   batch_size=ctx.settings.credits_batch_size)
+        result = await _run_sweep(ctx, sweeps.sync_usage, "usage synced", sink,
+                                  batch_size=ctx.settings.credits_batch_size)
     finally:
         await sink.aclose()
-    return ctx.success_result(**summary, sink=ctx.settings.analytics_sink)
+    return {**result, "sink": ctx.settings.analytics_sink}
 
 
 __all__ = ["allocate_monthly", "cleanup_expired_holds", "process_pending", "sync_usage"]
