@@ -177,6 +177,21 @@ async def test_bad_requests_are_validation_errors(session, funded):
         await ledger.open_account(session, funded, "u2", "gold")
 
 
+@pytest.mark.parametrize("key", ["monthly_allocation:2025-01", "k" * 201, "a\x00b"])
+async def test_idempotency_keys_the_ledger_cannot_take(session, funded, key):
+    # a client key posing as the month's allocation would suppress that allocation
+    hold = await ledger.hold(session, funded, "u1", "/op")
+    for call in (ledger.add(session, funded, "u1", 1, key),
+                 ledger.deduct(session, funded, "u1", 1, key),
+                 ledger.hold(session, funded, "u1", "/op", idempotency_key=key),
+                 ledger.consume(session, funded, hold.id, idempotency_key=key),
+                 ledger.release(session, funded, hold.id, idempotency_key=key)):
+        with pytest.raises(InvalidRequest):
+            await call
+    config = ledger.CreditsConfig()
+    assert (await ledger.allocate(session, funded, "u1", "2025-01", config=config)).amount == 100
+
+
 async def test_pending_deduction_counts_at_once(engine, session, funded):
     tx = await ledger.deduct(session, funded, "u1", 10, "p-1", kind="feature_access", pending=True)
     assert tx.status == "pending"

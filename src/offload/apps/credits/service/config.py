@@ -18,6 +18,10 @@ MAX_AMOUNT = 10**15
 #: The largest balance a ``BIGINT`` column holds.
 MAX_BALANCE = 2**63 - 1
 PERIOD = re.compile(r"^\d{4}-(0[1-9]|1[0-2])$")
+#: Idempotency keys the ledger writes itself; a client's key never starts with this.
+ALLOCATION_PREFIX = "monthly_allocation:"
+#: The longest idempotency key (the column's width).
+MAX_KEY = 200
 
 
 def _default(name: str) -> Any:
@@ -74,7 +78,21 @@ def current_period(now: datetime | None = None) -> str:
 
 def allocation_key(period: str) -> str:
     """The idempotency key of an account's allocation for ``period``."""
-    return f"monthly_allocation:{period}"
+    return f"{ALLOCATION_PREFIX}{period}"
+
+
+def check_key(key: str | None) -> str | None:
+    """A client's idempotency key: None, or 1 to :data:`MAX_KEY` characters not starting with
+    the prefix of the ledger's own allocation keys (a client key could otherwise pass for a
+    month's allocation and suppress it)."""
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY or "\x00" in key:
+        raise InvalidRequest(f"an idempotency key is 1 to {MAX_KEY} characters", key=key)
+    if key.startswith(ALLOCATION_PREFIX):
+        raise InvalidRequest(f"idempotency keys starting {ALLOCATION_PREFIX!r} are reserved",
+                             key=key)
+    return key
 
 
 __all__ = [
@@ -83,6 +101,7 @@ __all__ = [
     "CreditsConfig",
     "allocation_key",
     "check_amount",
+    "check_key",
     "check_period",
     "current_period",
 ]

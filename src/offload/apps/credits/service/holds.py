@@ -17,7 +17,7 @@ from offload.apps.credits.errors import (
     UnknownOperation,
 )
 from offload.apps.credits.model import CreditHold, CreditUsageRate, utcnow
-from offload.apps.credits.service.config import CreditsConfig, check_amount
+from offload.apps.credits.service.config import CreditsConfig, check_amount, check_key
 from offload.apps.credits.service.core import (
     Hold,
     conflict,
@@ -52,6 +52,7 @@ async def hold(
     once (a negative ``hold`` transaction) until the hold is consumed, released or expires."""
     config = config or CreditsConfig()
     units = check_amount(units)
+    idempotency_key = check_key(idempotency_key)
     now = now or utcnow()
     async with write_transaction(session):
         rate = await session.scalar(
@@ -100,6 +101,7 @@ async def _settle(
     now: datetime | None,
 ) -> Hold:
     """Move an active hold to ``to`` (``committed`` or ``released``) and record it."""
+    idempotency_key = check_key(idempotency_key)
     now = now or utcnow()
     commit = to == "committed"
     tx_type = "deduction" if commit else "release"

@@ -10,6 +10,7 @@ from offload.apps.credits.service.config import (
     CreditsConfig,
     allocation_key,
     check_amount,
+    check_key,
     check_period,
 )
 from offload.apps.credits.service.core import (
@@ -38,6 +39,7 @@ async def _move(
 ) -> Transaction:
     if not key:
         raise InvalidRequest("an idempotency key is required", user_id=user_id)
+    check_key(key)
     async with write_transaction(session):
         account = await get_account(session, tenant, user_id)
         existing = await previous(
