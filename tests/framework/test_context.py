@@ -135,14 +135,14 @@ def test_progress_is_throttled_but_stage_changes_and_the_last_call_land():
     # the first lands at once, then at most one per interval (a slow machine may get past one)
     assert store.writes[0][1] == {"percent": 0.0, "stage": "scan", "i": 0}
     assert len(store.writes) <= 1 + (time.monotonic() - started) / 0.2
+    before_stage = time.monotonic()
     ctx.report_progress(100, "write")  # a new stage lands at once
     assert store.writes[-1][1] == {"percent": 100.0, "stage": "write"}
-    stage_written = store.writes[-1][0]
     ctx.report_progress(100, "write", rows=5)  # throttled...
     assert store.writes[-1][1] == {"percent": 100.0, "stage": "write"}
     # ...but lands once the interval has passed, without another call
     wait_for(lambda: store.writes[-1][1].get("rows") == 5, timeout=10)
-    assert store.writes[-1][0] - stage_written >= 0.19  # (times taken inside store_result)
+    assert store.writes[-1][0] - before_stage >= 0.2
     ctx.report_progress(100, "write", rows=6)
     ctx._finish()  # the end of the task body flushes, then nothing more is written
     assert store.writes[-1][1]["rows"] == 6

@@ -72,17 +72,25 @@ class ProgressReporter:
                 self._scheduled = True
                 _flusher().schedule(self._last_at + self.min_interval, self.flush)
 
-    def flush(self) -> None:
-        """Write the pending update, if any (called by the flusher and at the end)."""
+    def flush(self, *, force: bool = False) -> None:
+        """Write the pending update, if any, once the interval since the last write has
+        passed (called by the flusher; ``force``: now, at the end of the task body)."""
         with self._lock:
             self._scheduled = False
-            if self._pending is not None and not self._closed:
-                meta, self._pending = self._pending, None
-                self._store(meta, time.monotonic())
+            if self._pending is None or self._closed:
+                return
+            now = time.monotonic()
+            due = self._last_at + self.min_interval
+            if now < due and not force:  # a write (a new stage) came after this was planned
+                self._scheduled = True
+                _flusher().schedule(due, self.flush)
+                return
+            meta, self._pending = self._pending, None
+            self._store(meta, now)
 
     def close(self) -> None:
         """Write what is pending and stop: nothing is written after the task body ended."""
-        self.flush()
+        self.flush(force=True)
         with self._lock:
             self._closed = True
 
