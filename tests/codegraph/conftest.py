@@ -4,7 +4,9 @@ test's directories, and helpers to read a stored graph back."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from offload.apps.codegraph.model import CodeEdge, CodeNode
-from offload.apps.codegraph.schema import upgrade
+from offload.apps.codegraph.schema import upgrade, upgrade_url
 from offload.apps.codegraph.store import scope_tenant
 from offload.db import create_engine, session_maker
 
@@ -24,15 +26,7 @@ from .graphkit import FIXTURES, render_edge, render_node
 @pytest.fixture(scope="session")
 def codegraph_pg_url(postgres_url: str) -> str:
     """The session's PostgreSQL database with the codegraph schema (migrated once)."""
-
-    async def migrate() -> None:
-        engine = create_engine(postgres_url)
-        try:
-            await upgrade(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(migrate())
+    asyncio.run(upgrade_url(postgres_url))
     return postgres_url
 
 
@@ -111,42 +105,55 @@ ACME = {"Authorization": "Bearer key-acme"}
 GLOBEX = {"Authorization": "Bearer key-globex"}
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    """The offload HTTP service with codegraph mounted, a worker in this process, embedded
-    stores; acme has ingested the python fixture as repository ``shop``."""
-    from celery.contrib.testing.worker import start_worker
-    from fastapi.testclient import TestClient
-
+@contextlib.contextmanager
+def embedded_stack(data: Path, name: str, *, migrate: bool = True,
+                   **overrides) -> Iterator[tuple]:
+    """The offload service's parts on the embedded defaults (memory broker, embedded SurrealDB
+    results, SQLite, migrated), codegraph mounted, API keys ``KEYS``: (settings, Celery app,
+    API app), with a threads worker consuming in this process until the block ends."""
     from offload.factory import create_worker_app
     from offload.server.app import create_api
+    from offload.server.dev import InProcessWorker
     from offload.settings import load_settings
 
-    data = tmp_path_factory.mktemp("codegraph-api")
-    settings = load_settings(
-        data_dir=data, broker_url="memory://", worker_pool="threads",
-        result_backend=f"surrealdb+surrealkv://{data}/results",
-        database_url=f"sqlite+aiosqlite:///{data}/offload.db",
-        task_packages=["offload.apps.codegraph"], codegraph_roots=[str(FIXTURES)],
-        api_keys=KEYS, progress_min_interval=0)
-    celery = create_worker_app(settings=settings, name="codegraph-api-test")
-    api = create_api(settings, celery)
+    settings = load_settings(**{
+        "data_dir": data, "broker_url": "memory://", "worker_pool": "threads",
+        "result_backend": f"surrealdb+surrealkv://{data}/results",
+        "database_url": f"sqlite+aiosqlite:///{data}/offload.db",
+        "task_packages": ["offload.apps.codegraph"], "codegraph_roots": [str(FIXTURES)],
+        "api_keys": KEYS, "progress_min_interval": 0, **overrides})
+    if migrate:
+        asyncio.run(upgrade_url(settings.database))
+    celery = create_worker_app(settings=settings, name=name)
+    # a threads worker finds its tasks through the default app: this one while its worker
+    # runs (what celery's start_worker does too; one such worker at a time)
+    celery.set_default()
+    worker = InProcessWorker(celery, concurrency=2)
     try:
-        with TestClient(api) as client, start_worker(
-                celery, pool="threads", concurrency=2, perform_ping_check=False,
-                shutdown_timeout=30, loglevel="WARNING"):
-            response = client.post("/repositories/parse", headers=ACME, json={
-                "repo_path": str(FIXTURES / "python"), "repo_id": "shop"})
-            assert response.status_code == 202, response.text
-            wait_for_task(client, response.json()["task_id"], ACME)
-            yield client
+        worker.start()
+        yield settings, celery, create_api(settings, celery)
     finally:
+        worker.stop(30)
         celery.close()
 
 
-def wait_for_task(client, task_id: str, headers: dict, timeout: float = 60) -> dict:
-    import time
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    """The offload HTTP service with codegraph mounted (a TestClient) and a worker in this
+    process; acme has ingested the python fixture as repository ``shop``."""
+    from fastapi.testclient import TestClient
 
+    data = tmp_path_factory.mktemp("codegraph-api")
+    with embedded_stack(data, "codegraph-api-test") as (_settings, _celery, api), \
+            TestClient(api) as client:
+        response = client.post("/repositories/parse", headers=ACME, json={
+            "repo_path": str(FIXTURES / "python"), "repo_id": "shop"})
+        assert response.status_code == 202, response.text
+        assert wait_for_task(client, response.json()["task_id"], ACME)["state"] == "SUCCESS"
+        yield client
+
+
+def wait_for_task(client, task_id: str, headers: dict, timeout: float = 60) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         status = client.get(f"/tasks/{task_id}", headers=headers).json()

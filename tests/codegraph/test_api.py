@@ -4,14 +4,30 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from celery.signals import before_task_publish
+
 from .conftest import ACME, GLOBEX, wait_for_task
 from .graphkit import FIXTURES
 
 
 def test_parse_is_queued_and_followed_to_its_result(service):
-    response = service.post("/repositories/parse", headers=ACME,
-                            json={"repo_path": str(FIXTURES / "go")})
+    published = []
+
+    def capture(sender=None, body=None, headers=None, **_):
+        published.append((sender, body, headers))
+
+    before_task_publish.connect(capture)
+    try:
+        response = service.post("/repositories/parse", headers=ACME,
+                                json={"repo_path": str(FIXTURES / "go")})
+    finally:
+        before_task_publish.disconnect(capture)
     assert response.status_code == 202
+    # the message carries ids and a path: the tenant (from the key), never the key itself
+    ((sender, (_args, kwargs, _embed), _headers),) = published
+    assert sender == "codegraph.parse_and_index_repository"
+    assert kwargs == {"tenant_id": "acme", "repo_id": "go", "repo_path": str(FIXTURES / "go")}
+    assert "key-acme" not in repr(published)
     body = response.json()
     assert body["status"] == "queued" and body["repo_id"] == "go"
     assert body["status_url"] == f"/tasks/{body['task_id']}"
@@ -95,6 +111,7 @@ def test_tenants_see_only_their_own_repositories_and_tasks(service):
     task = service.post("/repositories/parse", headers=ACME,
                         json={"repo_path": str(FIXTURES / "java")}).json()["task_id"]
     assert service.get(f"/tasks/{task}", headers=GLOBEX).status_code == 404
+    assert service.get(f"/tasks/{task}/events", headers=GLOBEX).status_code == 404
     wait_for_task(service, task, ACME)
 
 

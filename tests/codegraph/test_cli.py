@@ -12,34 +12,22 @@ from typer.testing import CliRunner
 
 from offload.cli import build_cli
 
-from .conftest import KEYS
+from .conftest import embedded_stack
 from .graphkit import FIXTURES
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
+    """The service on a real port (uvicorn in a thread), as ``offload dev`` serves it."""
     import uvicorn
-    from celery.contrib.testing.worker import start_worker
-
-    from offload.factory import create_worker_app
-    from offload.server.app import create_api
-    from offload.settings import load_settings
 
     data = tmp_path_factory.mktemp("codegraph-cli")
-    settings = load_settings(
-        data_dir=data, broker_url="memory://", worker_pool="threads",
-        result_backend=f"surrealdb+surrealkv://{data}/results",
-        database_url=f"sqlite+aiosqlite:///{data}/offload.db",
-        task_packages=["offload.apps.codegraph"], codegraph_roots=[str(FIXTURES)],
-        api_keys=KEYS, progress_min_interval=0)
-    celery = create_worker_app(settings=settings, name="codegraph-cli-test")
-    server = uvicorn.Server(uvicorn.Config(create_api(settings, celery), host="127.0.0.1",
-                                           port=0, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    with start_worker(celery, pool="threads", concurrency=2, perform_ping_check=False,
-                      shutdown_timeout=30, loglevel="WARNING"):
+    with embedded_stack(data, "codegraph-cli-test") as (_settings, _celery, api):
+        server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=0, log_config=None))
+        thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
         while not server.started:
+            assert thread.is_alive(), "the API did not start"
             time.sleep(0.02)
         port = server.servers[0].sockets[0].getsockname()[1]
         try:
@@ -47,7 +35,6 @@ def live(tmp_path_factory):
         finally:
             server.should_exit = True
             thread.join(timeout=10)
-    celery.close()
 
 
 def run(live, *args: str):
@@ -82,3 +69,23 @@ def test_a_failing_ingestion_exits_non_zero_with_the_reason(live):
     result = run(live, "ingest", "/etc")
     assert result.exit_code == 1
     assert "OFFLOAD_CODEGRAPH_ROOTS" in result.output
+
+
+def test_progress_view_shows_stage_files_and_a_waiting_task_as_queued():
+    from offload.apps.codegraph.cli import _Progress
+
+    view = _Progress(enabled=True)
+    try:
+        bar = view.view.tasks[0]
+        # a task still in the queue has no progress of its own: PENDING shows as queued, 0 %
+        view.update({"state": "PENDING", "progress": None})
+        assert (bar.description, bar.completed) == ("queued", 0)
+        view.update({"state": "PROGRESS", "progress": {
+            "percent": 42.5, "stage": "parsing", "files_done": 5, "files_total": 10,
+            "current_file": "pkg/a.py"}})
+        assert (bar.description, bar.completed) == ("parsing", 42.5)
+        assert (bar.fields["files"], bar.fields["current"]) == ("5/10 files", "pkg/a.py")
+        view.update({"state": "SUCCESS", "progress": None, "result": {}})
+        assert (bar.description, bar.completed) == ("success", 100)
+    finally:
+        view.close()

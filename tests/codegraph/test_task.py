@@ -5,8 +5,7 @@ result and failure modes — called directly with a TaskTestContext and run on a
 from __future__ import annotations
 
 import asyncio
-import time
-import uuid
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from offload.db import create_engine, session_maker
 from offload.errors import NonRetriableTaskError, TaskConfigurationError
 from offload.testing import TaskTestContext
 
-from .conftest import stored_graph
+from .conftest import embedded_stack, stored_graph
 from .graphkit import FIXTURES, expected
 from .test_store import synthetic_repo
 
@@ -116,44 +115,26 @@ async def test_missing_schema_is_a_configuration_error(tmp_path, make_settings):
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
     """A worker in this process on the embedded defaults (memory broker, embedded SurrealDB
-    results, SQLite), the codegraph schema migrated; shared by the tests of this module."""
-    from celery.contrib.testing.worker import start_worker
-
-    from offload.factory import create_worker_app
-    from offload.settings import load_settings
-
+    results, SQLite); from 20 kB of source to parse it parses in a process pool."""
     data = tmp_path_factory.mktemp("codegraph-worker")
-    settings = load_settings(
-        data_dir=data, broker_url="memory://", worker_pool="threads",
-        result_backend=f"surrealdb+surrealkv://{data}/results",
-        database_url=f"sqlite+aiosqlite:///{data}/offload.db",
-        task_packages=[], task_modules=["offload.apps.codegraph.tasks"],
-        codegraph_roots=[str(FIXTURES)])
-
-    async def migrate() -> None:
-        engine = create_engine(settings.database)
-        try:
-            await upgrade(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(migrate())
-    app = create_worker_app(settings=settings, name="codegraph-test")
-    try:
-        with start_worker(app, pool="threads", concurrency=2, perform_ping_check=False,
-                          shutdown_timeout=30, loglevel="WARNING"):
-            yield app, settings
-    finally:
-        app.close()
+    repos = data / "repos"
+    repos.mkdir()
+    with embedded_stack(data, "codegraph-test", codegraph_roots=[str(FIXTURES), str(repos)],
+                        codegraph_pool_min_bytes=20_000,
+                        codegraph_parse_workers=2) as (settings, app, _api):
+        yield app, settings, repos
 
 
 def test_worker_indexes_a_repository(embedded):
-    app, settings = embedded
-    result = TASK.on_app(app).apply_async(
+    app, settings, _repos = embedded
+    task = TASK.on_app(app)
+    assert task.acks_late and task.reject_on_worker_lost  # a lost worker's task runs again
+    result = task.apply_async(
         kwargs={"tenant_id": "acme", "repo_id": "shop", "repo_path": str(FIXTURES / "python")})
     value = result.get(timeout=60)
     assert result.state == "SUCCESS" and value["success"] is True
     assert value["files_parsed"] == 4 and value["nodes_created"] == len(expected("python")[0])
+    assert value["parse_mode"] == "thread"  # too little to parse for a pool
 
     async def graph():
         engine = create_engine(settings.database)
@@ -172,7 +153,7 @@ def test_worker_indexes_a_repository(embedded):
     ({"repo_path": str(FIXTURES / "nope")}, "RepositoryParseError", "not a directory"),
 ])
 def test_bad_input_fails_at_once_with_an_actionable_message(embedded, kwargs, error, words):
-    app, _settings = embedded
+    app, _settings, _repos = embedded
     arguments = {"tenant_id": "acme", "repo_id": "r", "repo_path": str(FIXTURES / "go"),
                  **kwargs}
     result = TASK.on_app(app).apply_async(kwargs=arguments)
@@ -183,49 +164,12 @@ def test_bad_input_fails_at_once_with_an_actionable_message(embedded, kwargs, er
     assert (result.retries or 0) == 0
 
 
-@pytest.fixture
-def offload_settings_overrides(tmp_path: Path) -> dict:
-    return {"task_packages": [], "task_modules": ["offload.apps.codegraph.tasks"],
-            "codegraph_roots": [str(FIXTURES), str(tmp_path)]}
-
-
-@pytest.fixture
-def unreachable_db(offload_settings_overrides: dict) -> dict:
-    offload_settings_overrides["database_url"] = (
-        f"postgresql+asyncpg://nobody@127.0.0.1:9/{uuid.uuid4().hex[:8]}")
-    return offload_settings_overrides
-
-
-def test_storage_errors_are_retried_not_failed(unreachable_db, offload_app, offload_worker):
-    result = TASK.on_app(offload_app).apply_async(
-        kwargs={"tenant_id": "acme", "repo_id": "r", "repo_path": str(FIXTURES / "go")})
-    deadline = time.monotonic() + 30
-    while result.state not in ("RETRY", "FAILURE", "SUCCESS") and time.monotonic() < deadline:
-        time.sleep(0.05)
-    # the first retry waits ~60 s: the task is scheduled again, not failed
-    assert result.state == "RETRY"
-    result.revoke()
-
-
-@pytest.fixture
-def pooled(offload_settings_overrides: dict, tmp_path: Path) -> Path:
-    offload_settings_overrides["codegraph_pool_min_bytes"] = 0
-    offload_settings_overrides["codegraph_parse_workers"] = 2
-    return synthetic_repo(tmp_path / "pooled", 60)
-
-
-def test_threads_worker_parses_in_a_fork_server_pool(pooled, offload_settings, offload_app,
-                                                      offload_worker):
-    async def migrate() -> None:
-        engine = create_engine(offload_settings.database)
-        try:
-            await upgrade(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(migrate())
-    result = TASK.on_app(offload_app).apply_async(
-        kwargs={"tenant_id": "acme", "repo_id": "pooled", "repo_path": str(pooled)})
-    value = result.get(timeout=120)
+def test_threads_worker_parses_in_a_fork_server_pool(embedded):
+    app, _settings, repos = embedded
+    repo = synthetic_repo(repos / "pooled", 200)
+    value = TASK.on_app(app).apply_async(
+        kwargs={"tenant_id": "acme", "repo_id": "pooled", "repo_path": str(repo)}
+    ).get(timeout=120)
     # a worker running threads never forks: its pool comes from the fork server
-    assert value["parse_mode"] == "forkserver" and value["files_parsed"] == 60
+    assert value["parse_mode"] == "forkserver" and value["files_parsed"] == 200
+    assert multiprocessing.active_children() == []  # and the pool is gone with the task

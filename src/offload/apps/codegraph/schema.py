@@ -26,6 +26,17 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     await migrate(engine, MIGRATIONS, VERSION_TABLE, revision)
 
 
+async def upgrade_url(url: str, revision: str = "head") -> None:
+    """:func:`upgrade` the database at ``url`` (an engine just for that, disposed after)."""
+    from offload.db import create_engine
+
+    engine = create_engine(url)
+    try:
+        await upgrade(engine, revision)
+    finally:
+        await engine.dispose()
+
+
 async def grant_service_role(engine: AsyncEngine, role: str) -> None:
     """PostgreSQL: let ``role`` read and write the code graph (row-level security still
     applies to it: it must be neither a superuser nor BYPASSRLS)."""
