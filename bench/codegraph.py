@@ -230,17 +230,9 @@ def pg_setup() -> tuple[str, str, str]:
 def sqlite_setup(url: str) -> str:
     import asyncio
 
-    from offload.apps.codegraph.schema import upgrade
-    from offload.db import create_engine
+    from offload.apps.codegraph.schema import upgrade_url
 
-    async def migrate() -> None:
-        engine = create_engine(url)
-        try:
-            await upgrade(engine)
-        finally:
-            await engine.dispose()
-
-    asyncio.run(migrate())
+    asyncio.run(upgrade_url(url))
     return url
 
 

@@ -47,19 +47,29 @@ if __name__ == "__main__":
 """
 
 
-def descendants(pid: int) -> set[int]:
-    parents: dict[int, int] = {}
+def parents() -> dict[int, int]:
+    """pid -> parent pid of every process, from /proc."""
+    found: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
                 with open(f"/proc/{entry}/stat") as handle:
-                    parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+                    found[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
             except (OSError, ValueError, IndexError):
                 continue
+    return found
+
+
+def children(pid: int) -> set[int]:
+    return {child for child, parent in parents().items() if parent == pid}
+
+
+def descendants(pid: int) -> set[int]:
+    tree = parents()
     found, frontier = set(), [pid]
     while frontier:
         current = frontier.pop()
-        for child, parent in parents.items():
+        for child, parent in tree.items():
             if parent == current and child not in found:
                 found.add(child)
                 frontier.append(child)

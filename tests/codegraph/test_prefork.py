@@ -22,7 +22,7 @@ from offload.factory import create_worker_app
 from offload.settings import load_settings
 
 from .conftest import stored_graph
-from .test_pool import descendants, wait_until_gone
+from .test_pool import children, descendants, wait_until_gone
 from .test_store import synthetic_repo
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -82,12 +82,19 @@ def graph(url: str, tenant: str, repo: str):
     return asyncio.run(read())
 
 
-def test_prefork_child_parses_in_a_pool_and_reports_progress(deployment):
-    app, settings, root, _worker = deployment
-    repo = synthetic_repo(root / "big", 400)
+def submit(app, root: Path, name: str, files: int, **options):
+    """Queue the ingestion of a new synthetic repository of ``files`` files, for a tenant of
+    its own; return (AsyncResult, tenant)."""
     tenant = f"t-{uuid.uuid4().hex[:6]}"
     result = tasks.parse_and_index_repository.on_app(app).apply_async(
-        kwargs={"tenant_id": tenant, "repo_id": "big", "repo_path": str(repo)})
+        kwargs={"tenant_id": tenant, "repo_id": name,
+                "repo_path": str(synthetic_repo(root / name, files))}, **options)
+    return result, tenant
+
+
+def test_prefork_child_parses_in_a_pool_and_reports_progress(deployment):
+    app, settings, root, _worker = deployment
+    result, tenant = submit(app, root, "big", 400)
     seen = []
     while not result.ready():
         state = result.state
@@ -110,11 +117,7 @@ def test_prefork_child_parses_in_a_pool_and_reports_progress(deployment):
 
 def test_soft_time_limit_fails_cleanly_and_writes_nothing(deployment):
     app, settings, root, worker = deployment
-    repo = synthetic_repo(root / "slow", 2500)
-    tenant = f"t-{uuid.uuid4().hex[:6]}"
-    result = tasks.parse_and_index_repository.on_app(app).apply_async(
-        kwargs={"tenant_id": tenant, "repo_id": "slow", "repo_path": str(repo)},
-        soft_time_limit=0.2, time_limit=30)
+    result, tenant = submit(app, root, "slow", 2500, soft_time_limit=0.2, time_limit=30)
     with pytest.raises(SoftTimeLimitExceeded) as raised:
         result.get(timeout=60)
     assert result.state == "FAILURE" and "soft time limit" in str(raised.value)
@@ -122,30 +125,13 @@ def test_soft_time_limit_fails_cleanly_and_writes_nothing(deployment):
     # the child's parse pool is gone with the task (only the child itself is left)
     assert wait_until_gone(descendants(worker) - children(worker)) == set()
     # the worker is still healthy: the next task runs
-    again = tasks.parse_and_index_repository.on_app(app).apply_async(
-        kwargs={"tenant_id": tenant, "repo_id": "small", "repo_path": str(synthetic_repo(
-            root / "small", 3))})
+    again, _tenant = submit(app, root, "small", 3)
     assert again.get(timeout=60)["files_parsed"] == 3
-
-
-def children(pid: int) -> set[int]:
-    return {p for p in descendants(pid) if _parent(p) == pid}
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return int(handle.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def test_a_killed_worker_process_takes_its_parse_pool_with_it(deployment):
     app, settings, root, worker = deployment
-    repo = synthetic_repo(root / "killed", 1500)
-    tenant = f"t-{uuid.uuid4().hex[:6]}"
-    result = tasks.parse_and_index_repository.on_app(app).apply_async(
-        kwargs={"tenant_id": tenant, "repo_id": "killed", "repo_path": str(repo)})
+    result, tenant = submit(app, root, "killed", 1500)
     # Given the prefork child parsing in its pool
     deadline = time.monotonic() + 60
     while True:

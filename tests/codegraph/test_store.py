@@ -220,9 +220,8 @@ class Boom(Exception):
 
 
 async def test_readers_see_the_old_graph_until_commit_and_after_a_failure(
-        engine, make_settings, database_url, workdir, tenant):
-    settings = make_settings(database_url=database_url, codegraph_roots=[workdir],
-                             codegraph_batch_rows=20, codegraph_parse_workers=2)
+        engine, cg_settings, database_url, workdir, tenant):
+    settings = cg_settings.model_copy(update={"codegraph_batch_rows": 20})
     repo = synthetic_repo(workdir / "big", 60)
     await ingest(engine, settings, tenant, "big", repo)
     old = snapshot(database_url, tenant, "big")
@@ -262,10 +261,9 @@ def open_fds() -> int:
 
 
 @pytest.mark.parametrize("fail_at", [None, "parsing", "storing"])
-async def test_pool_connections_and_files_are_released(engine, make_settings, database_url,
-                                                       workdir, tenant, fail_at):
-    settings = make_settings(database_url=database_url, codegraph_roots=[workdir],
-                             codegraph_parse_workers=2, codegraph_pool_min_bytes=0)
+async def test_pool_connections_and_files_are_released(engine, cg_settings, workdir, tenant,
+                                                       fail_at):
+    settings = cg_settings.model_copy(update={"codegraph_pool_min_bytes": 0})
     repo = synthetic_repo(workdir / f"r{fail_at}", 80)  # parsed in the process pool
     await ingest(engine, settings, tenant, "warm", synthetic_repo(workdir / "warm", 2))
     fds = open_fds()
@@ -308,7 +306,7 @@ if __name__ == "__main__":
 """
 
 
-async def test_every_parse_mode_yields_the_same_graph(engine, make_settings, database_url,
+async def test_every_parse_mode_yields_the_same_graph(engine, cg_settings, database_url,
                                                       workdir, tenant):
     import json
     import subprocess
@@ -317,8 +315,7 @@ async def test_every_parse_mode_yields_the_same_graph(engine, make_settings, dat
     repo = synthetic_repo(workdir / "modes", 60)
     modes = {}
     for repo_id, min_bytes in (("threaded", 10**12), ("pooled", 0)):
-        settings = make_settings(database_url=database_url, codegraph_roots=[workdir],
-                                 codegraph_pool_min_bytes=min_bytes, codegraph_parse_workers=2)
+        settings = cg_settings.model_copy(update={"codegraph_pool_min_bytes": min_bytes})
         result = await ingest(engine, settings, tenant, repo_id, repo)
         modes[repo_id] = result["parse_mode"]
     assert modes["threaded"] == "thread" and modes["pooled"] in ("fork", "forkserver")

@@ -255,12 +255,8 @@ async def search_symbols(
 async def symbol_callers(repo_id: RepoId, qualified_name: QualifiedName, tenant: Tenant,
                          session: Session) -> Callers:
     """Who calls the symbol (also an external name such as ``os.path.join``)."""
-    async with _database(session) as conn:
-        await _repository_or_404(conn, tenant, repo_id)
-        symbol = await queries.get_node(conn, tenant, repo_id, qualified_name)
-        found = await queries.callers(conn, tenant, repo_id, qualified_name)
-    if symbol is None and not found:
-        raise _error(404, "symbol_not_found", f"nothing named {qualified_name!r} in {repo_id}")
+    symbol, found = await _calls(session, tenant, repo_id, qualified_name, queries.callers,
+                                 node_required=False)
     return Callers(repo_id=repo_id, qualified_name=qualified_name, symbol=symbol,
                    callers=found)
 
@@ -270,15 +266,24 @@ async def symbol_callers(repo_id: RepoId, qualified_name: QualifiedName, tenant:
 async def symbol_callees(repo_id: RepoId, qualified_name: QualifiedName, tenant: Tenant,
                          session: Session) -> Callees:
     """What the symbol calls: resolved targets with their location, others as written."""
+    symbol, found = await _calls(session, tenant, repo_id, qualified_name, queries.callees,
+                                 node_required=True)
+    return Callees(repo_id=repo_id, qualified_name=qualified_name, symbol=symbol,
+                   callees=found)
+
+
+async def _calls(session: AsyncSession, tenant: str, repo_id: str, qualified_name: str,
+                 read: Any, *, node_required: bool) -> tuple[dict | None, list[dict]]:
+    """The symbol named ``qualified_name`` and ``read``'s rows about it; 404 when the
+    repository or (``node_required``, or nothing found) the symbol does not exist."""
     async with _database(session) as conn:
         await _repository_or_404(conn, tenant, repo_id)
         symbol = await queries.get_node(conn, tenant, repo_id, qualified_name)
-        if symbol is None:
-            raise _error(404, "symbol_not_found",
-                         f"nothing named {qualified_name!r} in {repo_id}")
-        found = await queries.callees(conn, tenant, repo_id, qualified_name)
-    return Callees(repo_id=repo_id, qualified_name=qualified_name, symbol=symbol,
-                   callees=found)
+        found = [] if symbol is None and node_required else await read(
+            conn, tenant, repo_id, qualified_name)
+    if symbol is None and (node_required or not found):
+        raise _error(404, "symbol_not_found", f"nothing named {qualified_name!r} in {repo_id}")
+    return symbol, found
 
 
 @router.get("/{repo_id}/files/{path:path}/outline", response_model=Outline,

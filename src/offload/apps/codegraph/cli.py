@@ -14,6 +14,7 @@ a summary table; exit status 1 when the task fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -82,7 +83,8 @@ class _Http:
     def __exit__(self, *_: object) -> None:
         self.client.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def request(self, method: str, path: str, missing_ok: bool = False, **kwargs: Any) -> Any:
+        """The JSON answer; None for a 404 when ``missing_ok``; a clear exit otherwise."""
         import httpx
 
         try:
@@ -92,6 +94,8 @@ class _Http:
                         "running? pass --api URL otherwise)") from None
         if response.status_code == 401:
             raise _fail(f"{self.url} refused the API key (pass --key)")
+        if response.status_code == 404 and missing_ok:
+            return None
         if response.status_code >= 400:
             detail = response.json().get("detail") if response.headers.get(
                 "content-type", "").startswith("application/json") else response.text
@@ -246,35 +250,27 @@ def ingest(
     settings = _settings()
     repo_path = str(path.expanduser().resolve())
     repo_id = repo_id or default_repo_id(repo_path)
-    url = _api_url(settings, api)
-    if url is not None:
-        http = _Http(url, key or settings.dev_api_key.get_secret_value())
-        accepted = http.request("POST", "/repositories/parse",
-                                json={"repo_path": repo_path, "repo_id": repo_id})
-        task_id = accepted["task_id"]
-        events = http.events(task_id)
-    else:
-        from offload.factory import create_monitor_app
-        from offload.integrations.fastapi import tenant_task_id
-
-        app = create_monitor_app(settings=settings)
-        task_id = tenant_task_id(tenant or DEMO_TENANT)
-        app.send_task(TASK_NAME, kwargs={"tenant_id": tenant or DEMO_TENANT,
-                                         "repo_id": repo_id, "repo_path": repo_path},
-                      task_id=task_id, queue="default")
-        app.close()
-        events = _direct_events(settings, task_id)
-    if no_wait:
-        typer.echo(json.dumps({"task_id": task_id, "repo_id": repo_id}) if as_json else task_id)
-        return
-    progress = _Progress(enabled=not as_json)
-    last: dict[str, Any] = {}
-    try:
-        for status in events:
-            last = status
-            progress.update(status)
-    finally:
-        progress.close()
+    with _client(settings, _api_url(settings, api), key) as http:
+        if http is not None:
+            accepted = http.request("POST", "/repositories/parse",
+                                    json={"repo_path": repo_path, "repo_id": repo_id})
+            task_id = accepted["task_id"]
+            events = http.events(task_id)
+        else:
+            task_id = _send_direct(settings, tenant or DEMO_TENANT, repo_id, repo_path)
+            events = _direct_events(settings, task_id)
+        if no_wait:
+            typer.echo(json.dumps({"task_id": task_id, "repo_id": repo_id}) if as_json
+                       else task_id)
+            return
+        progress = _Progress(enabled=not as_json)
+        last: dict[str, Any] = {}
+        try:
+            for status in events:
+                last = status
+                progress.update(status)
+        finally:
+            progress.close()
     if as_json:
         typer.echo(json.dumps(last))
     if last.get("state") != "SUCCESS":
@@ -283,6 +279,22 @@ def ingest(
                     f"{error.get('message', '')}")
     if not as_json:
         _summary(last.get("result") or {})
+
+
+def _send_direct(settings: Settings, tenant: str, repo_id: str, repo_path: str) -> str:
+    """Queue the task on the shared broker; return its id (carrying the tenant's hash)."""
+    from offload.factory import create_monitor_app
+    from offload.integrations.fastapi import tenant_task_id
+
+    app = create_monitor_app(settings=settings)
+    try:
+        task_id = tenant_task_id(tenant)
+        app.send_task(TASK_NAME, kwargs={"tenant_id": tenant, "repo_id": repo_id,
+                                         "repo_path": repo_path},
+                      task_id=task_id, queue="default")
+    finally:
+        app.close()
+    return task_id
 
 
 def _repositories(http: _Http | None, settings: Settings, tenant: str,
@@ -324,22 +336,12 @@ def symbols(
     """Find classes, functions and methods by name."""
     from offload.apps.codegraph import queries
 
-    settings = _settings()
-    url = _api_url(settings, api)
-    tenant = tenant or DEMO_TENANT
-    http = _Http(url, key or settings.dev_api_key.get_secret_value()) if url else None
-    found: list[dict[str, Any]] = []
-    for repo_id in _repositories(http, settings, tenant, repo):
-        if http is not None:
-            params: dict[str, Any] = {"q": query, "limit": limit}
-            if kind:
-                params["kind"] = kind
-            page = http.request("GET", f"/repositories/{repo_id}/symbols", params=params)
-            rows = page["symbols"]
-        else:
-            rows = _run_queries(settings, lambda conn, r=repo_id: queries.search_symbols(
-                conn, tenant, r, query, kind, limit))
-        found += [{"repo_id": repo_id, **row} for row in rows]
+    params: dict[str, Any] = {"q": query, "limit": limit, **({"kind": kind} if kind else {})}
+    found = _each_repository(
+        api, key, tenant, repo,
+        lambda http, r: http.request("GET", f"/repositories/{r}/symbols", params=params)[
+            "symbols"],
+        lambda conn, t, r: queries.search_symbols(conn, t, r, query, kind, limit))
     _print_rows(found[:limit], as_json, ["qualified_name", "kind", "location", "repo_id"],
                 f"symbols matching {query!r}")
 
@@ -357,33 +359,41 @@ def callers(
 
     from offload.apps.codegraph import queries
 
-    settings = _settings()
-    url = _api_url(settings, api)
-    tenant = tenant or DEMO_TENANT
-    http = _Http(url, key or settings.dev_api_key.get_secret_value()) if url else None
-    found: list[dict[str, Any]] = []
-    for repo_id in _repositories(http, settings, tenant, repo):
-        if http is not None:
-            import httpx
-
-            try:
-                page = http.client.get(
-                    f"/repositories/{repo_id}/symbols/{quote(qualified_name, safe='/:')}/callers")
-            except httpx.TransportError as exc:
-                raise _fail(f"cannot reach the offload API at {url}: {exc}") from None
-            if page.status_code == 404:
-                continue
-            if page.status_code >= 400:
-                raise _fail(f"{page.status_code}: {page.text}")
-            rows = page.json()["callers"]
-        else:
-            rows = _run_queries(settings, lambda conn, r=repo_id: queries.callers(
-                conn, tenant, r, qualified_name))
-        found += [{"repo_id": repo_id, **row} for row in rows]
+    route = f"symbols/{quote(qualified_name, safe='/:')}/callers"
+    found = _each_repository(
+        api, key, tenant, repo,
+        lambda http, r: (http.request("GET", f"/repositories/{r}/{route}", missing_ok=True)
+                         or {}).get("callers"),
+        lambda conn, t, r: queries.callers(conn, t, r, qualified_name))
     _print_rows(found, as_json, ["qualified_name", "kind", "location", "count", "repo_id"],
                 f"callers of {qualified_name}")
     if not found and not as_json:
         raise typer.Exit(1)
+
+
+def _each_repository(api: str | None, key: str | None, tenant: str | None, repo: str | None,
+                     over_http: Any, direct: Any) -> list[dict[str, Any]]:
+    """Rows about each of the tenant's repositories (only ``repo`` if given), with their
+    ``repo_id``: ``over_http(http, repo_id)`` through the API when one is in use, else
+    ``await direct(conn, tenant, repo_id)`` on the database (None: nothing there)."""
+    settings = _settings()
+    url = _api_url(settings, api)
+    tenant = tenant or DEMO_TENANT
+    found: list[dict[str, Any]] = []
+    with _client(settings, url, key) as http:
+        for repo_id in _repositories(http, settings, tenant, repo):
+            if http is not None:
+                rows = over_http(http, repo_id)
+            else:
+                rows = _run_queries(settings, lambda conn, r=repo_id: direct(conn, tenant, r))
+            found += [{"repo_id": repo_id, **row} for row in rows or ()]
+    return found
+
+
+def _client(settings: Settings, url: str | None, key: str | None) -> Any:
+    if url is None:
+        return contextlib.nullcontext()
+    return _Http(url, key or settings.dev_api_key.get_secret_value())
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, columns: list[str],

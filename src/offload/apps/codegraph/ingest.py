@@ -58,19 +58,21 @@ Progress = Callable[..., None]
 
 
 def validate_tenant(tenant_id: Any) -> str:
-    if not isinstance(tenant_id, str) or not TENANT_ID.fullmatch(tenant_id):
-        raise TenantValidationError(
-            f"invalid tenant id {tenant_id!r}: use 1-64 letters, digits and _.:@- "
-            "(the tenant comes from the API key)", tenant_id=repr(tenant_id)[:80])
-    return tenant_id
+    return _valid(tenant_id, TENANT_ID, TenantValidationError, "tenant_id", "tenant id",
+                  "1-64 letters, digits and _.:@- (the tenant comes from the API key)")
 
 
 def validate_repo_id(repo_id: Any) -> str:
-    if not isinstance(repo_id, str) or not REPO_ID.fullmatch(repo_id):
-        raise TaskValidationError(
-            f"invalid repository id {repo_id!r}: use 1-128 letters, digits and _.- "
-            "starting with a letter or digit", repo_id=repr(repo_id)[:80])
-    return repo_id
+    return _valid(repo_id, REPO_ID, TaskValidationError, "repo_id", "repository id",
+                  "1-128 letters, digits and _.- starting with a letter or digit")
+
+
+def _valid(value: Any, pattern: re.Pattern[str], error: type[Exception], field: str,
+           what: str, rule: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        shown = repr(value)[:80]
+        raise error(f"invalid {what} {shown}: use {rule}", **{field: shown})
+    return value
 
 
 def default_repo_id(path: str | Path) -> str:
