@@ -123,7 +123,8 @@ def test_authentication_and_validation(service):
         ({"repo_path": "relative/path"}, "absolute"),
         ({"repo_path": "/etc"}, "OFFLOAD_CODEGRAPH_ROOTS"),
         ({"repo_path": str(FIXTURES), "repo_id": "../x"}, "repo_id"),
-        ({"repo_path": str(FIXTURES), "tenant_id": "globex"}, "tenant_id"),
+        ({"repo_path": str(FIXTURES), "tenant_id": "globex"}, "tenant comes from the API key"),
+        ({"repo_path": str(FIXTURES), "colour": "red"}, "colour"),
         ({}, "repo_path"),
     ]
     for body, words in cases:

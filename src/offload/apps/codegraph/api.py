@@ -2,8 +2,11 @@
 
 Every route needs ``Authorization: Bearer <key>``; the key names the tenant, never the body.
 Another tenant's repository (or task) answers 404 exactly like one that never existed.
-Errors are JSON ``{"detail": {"error", "message"}}`` (422 for invalid input, 503 when a store
-is unreachable); no input makes the API answer 500 (tests/codegraph/test_api_fuzz.py).
+Errors: input that breaks the declared schema answers 422 in FastAPI's shape
+(``{"detail": [{"loc", "msg", ...}]}``, the message naming the field and the rule); the
+routes' own checks answer ``{"detail": {"error", "message"}}`` (422 for a path outside the
+allowed roots, 404, 503 when a store is unreachable). No input makes the API answer 500
+(tests/codegraph/test_api_fuzz.py).
 
 Routes::
 
@@ -28,7 +31,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -66,6 +69,13 @@ class ParseRequest(BaseModel):
                            description="Absolute path, under one of OFFLOAD_CODEGRAPH_ROOTS.")
     repo_id: str | None = Field(None, pattern=REPO_ID.pattern.join("^$"), max_length=128,
                                 description="Default: the directory's name.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_tenant(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ("tenant_id" in data or "tenant" in data):
+            raise ValueError("the tenant comes from the API key: remove tenant_id from the body")
+        return data
 
     @field_validator("repo_path")
     @classmethod
@@ -183,8 +193,10 @@ def _within_roots(path: str, settings: Settings) -> bool:
 
 
 @router.post("/parse", status_code=202, response_model=ParseAccepted,
-             responses={400: {"description": "Body is not JSON"},
-                        422: {"description": "Invalid path or id"},
+             responses={400: {"description": "Body cannot be read (not UTF-8 text)"},
+                        422: {"description": "Invalid body: not JSON, a relative path, a path "
+                                             "outside the allowed roots, an invalid id, a "
+                                             "tenant or other unknown field"},
                         503: {"description": "Broker unreachable"}})
 def parse_repository(
     body: ParseRequest,

@@ -9,7 +9,8 @@ half-written graph is never committed).
 
 Progress (state ``PROGRESS``): 10 % connecting, 20 % scanning, 30 % parsing then per file up
 to 80 %, storing per file up to 95 %, 100 % done; ``files_done``, ``files_total`` and
-``current_file`` in the meta. While the task waits in the queue clients show 0 % "queued".
+``current_file`` in the meta. A task waiting in the queue cannot report: the API answers
+PENDING (no progress) there, which clients show as 0 % "queued".
 """
 
 from __future__ import annotations
