@@ -3,17 +3,23 @@ a thread, a worker in this process), as under ``offload dev``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from typer.testing import CliRunner
 
+import offload
 from offload.cli import build_cli
 
 from .conftest import embedded_stack
 from .graphkit import FIXTURES
+
+OFFLOAD_SOURCE = Path(offload.__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +28,9 @@ def live(tmp_path_factory):
     import uvicorn
 
     data = tmp_path_factory.mktemp("codegraph-cli")
-    with embedded_stack(data, "codegraph-cli-test") as (_settings, _celery, api):
+    with embedded_stack(data, "codegraph-cli-test",
+                        codegraph_roots=[str(FIXTURES), str(OFFLOAD_SOURCE)]) as (
+            settings, celery, api):
         server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=0, log_config=None))
         thread = threading.Thread(target=server.run, daemon=True)
         thread.start()
@@ -31,14 +39,14 @@ def live(tmp_path_factory):
             time.sleep(0.02)
         port = server.servers[0].sockets[0].getsockname()[1]
         try:
-            yield f"http://127.0.0.1:{port}", data
+            yield f"http://127.0.0.1:{port}", data, settings, celery
         finally:
             server.should_exit = True
             thread.join(timeout=10)
 
 
 def run(live, *args: str):
-    url, data = live
+    url, data, _settings, _celery = live
     result = CliRunner().invoke(build_cli(), [*args, "--api", url, "--key", "key-acme"],
                                 env={"OFFLOAD_DATA_DIR": str(data)})
     return result
@@ -89,3 +97,22 @@ def test_progress_view_shows_stage_files_and_a_waiting_task_as_queued():
         assert (bar.description, bar.completed) == ("success", 100)
     finally:
         view.close()
+
+
+def test_dev_demo_ingests_offloads_own_source_then_says_how_to_query_it(live, capsys):
+    """What ``make run`` (``offload dev``) shows a new user: its start hook ingests offload's
+    own package as a repository of the demo tenant, then prints queries that work."""
+    from offload.apps.codegraph.cli import on_dev_start
+
+    url, _data, settings, celery = live
+    dev = SimpleNamespace(settings=settings, celery_app=celery, api_url=url,
+                          api_key="key-acme", tenant="acme")
+    asyncio.run(on_dev_start(dev))
+    assert "offload's own code is indexed" in capsys.readouterr().err
+    found = json.loads(run(live, "symbols", "ingest_repository", "--repo", "offload",
+                           "--json").output)
+    assert "offload.apps.codegraph.ingest.ingest_repository" in {
+        s["qualified_name"] for s in found}
+    callers = json.loads(run(live, "callers", "offload.apps.codegraph.store.scope_tenant",
+                             "--repo", "offload", "--json").output)
+    assert callers
