@@ -1,8 +1,9 @@
 """Structured logging: JSON in production, readable in development.
 
-Task code binds ``task_id``, ``task_name`` and (where present) ``tenant`` into structlog's
-context variables when a task starts, so every line a task writes carries them, whether it
-comes from structlog or from a plain ``logging`` logger (Celery's own included).
+Every line a task writes carries ``task_id``, ``task_name`` and (where present) ``tenant``,
+whether it comes from structlog or from a plain ``logging`` logger (Celery's own included):
+:func:`add_task_context` reads them from the Celery task running in the thread, and
+structlog's context variables are merged too.
 """
 
 from __future__ import annotations
@@ -23,11 +24,17 @@ _CHATTY_AT_INFO = ("alembic.runtime.plugins",)
 _configured: tuple[str, str] | None = None
 
 
-def add_task_context(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Add ``task_id`` / ``task_name`` of the Celery task running in this thread, if any.
+#: Attribute of a running task's Celery request holding more fields for its log lines
+#: (offload tasks put ``tenant`` and ``ctx.bind_log_context(...)`` fields there).
+LOG_FIELDS_ATTR = "offload_log_fields"
 
-    Task code binds these (and ``tenant``) through contextvars; this fills them in for lines
-    written where nothing was bound (plain Celery tasks, Celery's own task logger).
+
+def add_task_context(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Add ``task_id`` / ``task_name`` of the Celery task running in this thread, if any,
+    and the fields its request carries (:data:`LOG_FIELDS_ATTR`).
+
+    Lines written by a task, Celery's own about it included, get them this way; nothing
+    needs binding or unbinding per task, and nothing leaks past the task's request.
     """
     if "task_id" in event and "task_name" in event:
         return event
@@ -39,6 +46,10 @@ def add_task_context(_logger: Any, _name: str, event: dict[str, Any]) -> dict[st
     if task_id:
         event.setdefault("task_id", task_id)
         event.setdefault("task_name", task.name)
+        fields = getattr(request, LOG_FIELDS_ATTR, None)
+        if fields:
+            for key, value in fields.items():
+                event.setdefault(key, value)
     return event
 
 

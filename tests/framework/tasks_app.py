@@ -109,6 +109,17 @@ def log_lines(ctx: TaskContext, tenant: str | None = None, bind_tenant: str | No
     return ctx.success_result()
 
 
+@db_task(name="fw.db_log_lines", retry_policy="no_retry")
+async def db_log_lines(ctx: TaskContext, tenant_id: int | None = None,
+                       bind_repo: str | None = None) -> dict:
+    if bind_repo:
+        ctx.bind_log_context(repo=bind_repo)
+    await ctx.session.execute(select(1))
+    ctx.log_info("db from the context")
+    structlog.get_logger("plain.structlog").info("db from a structlog logger")
+    return ctx.success_result()
+
+
 @simple_task(name="fw.sleepy", retry_policy="standard", soft_time_limit=1, time_limit=4)
 def sleepy(ctx: TaskContext, tag: str, seconds: float) -> str:
     note(ctx, tag)

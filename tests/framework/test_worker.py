@@ -20,6 +20,7 @@ from .tasks_app import (
     add,
     always_down,
     bad_uuid,
+    db_log_lines,
     flaky,
     log_lines,
     not_found,
@@ -180,7 +181,52 @@ def test_every_task_log_line_carries_task_id_name_and_tenant(app):
         for line in mine:
             assert line["task_name"] == "fw.log_lines"
             assert line["tenant"] == tenant
+        # Celery's own line about the task is among them
+        assert any(line["event"].startswith("Task fw.log_lines[") for line in mine)
     # and nothing leaks into lines logged outside a task
     outside = [line for line in lines() if line["event"] == "outside"]
     assert len(outside) == 2
     assert all("task_id" not in line and "tenant" not in line for line in outside)
+
+
+def test_log_fields_end_with_their_task(app):
+    # Given runs with and without a tenant, alternating on the worker's 4 threads
+    with json_log_lines() as lines:
+        results = [log_lines.delay(tenant="acme") if i % 2 else log_lines.delay()
+                   for i in range(12)]
+        for result in results:
+            result.get(timeout=60)
+    # Then a run without a tenant never carries the tenant of a run before it
+    for i, result in enumerate(results):
+        mine = [line for line in lines() if line.get("task_id") == result.id]
+        assert mine and all(line.get("tenant") == ("acme" if i % 2 else None) for line in mine)
+
+
+def test_db_task_lines_carry_task_and_bound_fields(app):
+    with json_log_lines() as lines:
+        result = db_log_lines.delay(tenant_id=7, bind_repo="r-1")
+        result.get(timeout=60)
+    mine = [line for line in lines() if line.get("task_id") == result.id]
+    events = {line["event"] for line in mine}
+    assert {"db from the context", "db from a structlog logger"} <= events
+    assert any(event.startswith("Task fw.db_log_lines[") for event in events)  # Celery's
+    for line in mine:  # (the body binds repo before it logs anything)
+        assert line["task_name"] == "fw.db_log_lines" and line["tenant"] == 7
+        assert line["repo"] == "r-1"
+
+
+def test_db_task_applied_from_a_running_loop_logs_its_fields(app):
+    # the coroutine then runs on the background loop's thread, where Celery's current task
+    # is not visible: the fields travel as context variables of its asyncio task
+    import asyncio
+
+    async def caller():
+        with json_log_lines() as lines:
+            result = db_log_lines.on_app(app).apply(kwargs={"tenant_id": 8, "bind_repo": "r-2"})
+            assert result.get()["status"] == "success"
+        return result.id, lines()
+
+    task_id, logged = asyncio.run(caller())
+    plain = [line for line in logged if line["event"] == "db from a structlog logger"]
+    assert plain and plain[-1]["task_id"] == task_id and plain[-1]["tenant"] == 8
+    assert plain[-1]["repo"] == "r-2"

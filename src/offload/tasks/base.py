@@ -2,19 +2,21 @@
 
 Each app gets its own subclass per task (built by :mod:`offload.tasks.decorators`); the
 behaviour lives here: build the :class:`TaskContext`, run the body (through the async bridge
-and a session for db tasks), map errors to retry-or-fail, keep log context, record metrics,
-claim and release dedup keys.
+and a session for db tasks), map errors to retry-or-fail, attach the log fields, record
+metrics, claim and release dedup keys. Nothing here listens to Celery's per-task signals
+(``task_prerun``/``task_postrun``): connecting them makes Celery send both for every task of
+the worker, offload's or not.
 """
 
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celery import Task, signals
 from celery.backends.base import DisabledBackend
 from celery.exceptions import SoftTimeLimitExceeded
-from celery.states import FAILURE, SUCCESS
 
 from offload.logs import get_logger
 from offload.tasks import logcontext
@@ -30,7 +32,7 @@ from offload.tasks.dedup import (
 )
 from offload.tasks.errors import Outcome, classify, describe, for_result, render_message
 from offload.tasks.loop import run_async, shutdown
-from offload.tasks.metrics import default_metrics, serve_metrics
+from offload.tasks.metrics import TaskRecorder, default_metrics, serve_metrics
 from offload.tasks.progress import ProgressReporter
 from offload.tasks.session import session_scope
 
@@ -51,6 +53,7 @@ class OffloadTask(Task):
     offload_schedule: Any = None
     queue: str = "default"
     _offload_settings_cache: Settings | None = None
+    _offload_recorder: TaskRecorder | None = None
 
     # --- what tests and the factory read ------------------------------------------------------
     @property
@@ -120,23 +123,11 @@ class OffloadTask(Task):
             store.release(key, owner)
             raise
 
-    def _dedup_claim(self) -> tuple[str, str] | None:
-        """(key, owner token) of the claim this run holds, if it was sent with one."""
-        request = self.request
-        headers = request.headers or {}
-        key = headers.get(DEDUP_HEADER) or getattr(request, DEDUP_HEADER, None)
-        if not key:
-            return None
-        owner = headers.get(OWNER_HEADER) or getattr(request, OWNER_HEADER, None) or request.id
-        return key, owner
-
-    def after_return(
-        self, status: str, retval: Any, task_id: str, args: Any, kwargs: Any, einfo: Any
-    ) -> None:
-        """Release the dedup claim once the task is over (success or final failure)."""
-        if status not in (SUCCESS, FAILURE):
-            return
-        claim = self._dedup_claim()
+    def _release_claim(self, request: Any) -> None:
+        """Free the dedup claim of a run that is over (success, or failure for good); a
+        retry keeps it (:meth:`_refresh_claim`). Done as the body ends, in the task's own
+        code path: no ``after_return`` hook, which Celery would then call for every run."""
+        claim = _claim_of(request)
         if claim is None:
             return
         try:
@@ -144,56 +135,83 @@ class OffloadTask(Task):
         except Exception as exc:  # noqa: BLE001 - the claim then expires by its TTL
             _log.warning("dedup claim not released", key=claim[0], error=repr(exc))
 
+    def _refresh_claim(self, request: Any) -> None:
+        claim = _claim_of(request)
+        if claim is None:
+            return
+        store = claim_store_for(self.app, self.offload_settings)
+        refresh = getattr(store, "refresh", None)
+        if refresh is not None:
+            try:
+                refresh(*claim, self.offload_settings.dedup_ttl)
+            except Exception as exc:  # noqa: BLE001
+                _log.warning("dedup claim not refreshed", key=claim[0], error=repr(exc))
+
     # --- running ---------------------------------------------------------------------------------
+    def _metrics(self) -> TaskRecorder:
+        recorder = self._offload_recorder
+        if recorder is None:
+            recorder = self._offload_recorder = default_metrics().recorder(self.name)
+        return recorder
+
     def _make_context(self, request: Any) -> TaskContext:
-        settings = self.offload_settings
+        fields = logcontext.task_fields(request.kwargs)
+        logcontext.attach(request, fields)
         reporter = None
         if request.id is not None and not request.called_directly:
-            def reporter() -> ProgressReporter | None:  # built on the first report only
-                backend = self.backend
-                if isinstance(backend, DisabledBackend):
-                    return None
-                return ProgressReporter(backend, request.id, request,
-                                        settings.progress_min_interval)
+            reporter = partial(self._progress_reporter, request)  # built on the first report
         return TaskContext(
             task_id=request.id,
             task_name=self.name,
             retries=request.retries or 0,
-            settings=settings,
+            settings=self.offload_settings,
             reporter=reporter,
+            log_fields=fields,
         )
 
+    def _progress_reporter(self, request: Any) -> ProgressReporter | None:
+        backend = self.backend
+        if isinstance(backend, DisabledBackend):
+            return None
+        return ProgressReporter(backend, request.id, request,
+                                self.offload_settings.progress_min_interval)
+
     def _run_simple(self, *args: Any, **kwargs: Any) -> Any:
-        ctx = self._make_context(self.request)
-        metrics = default_metrics()
-        started = metrics.started(self.name)
+        request = self.request
+        ctx = self._make_context(request)
+        metrics = self._metrics()
+        started = metrics.started()
         try:
             result = self.offload_spec.fn(ctx, *args, **kwargs)
         except BaseException as exc:
             ctx._finish()
-            self._failed(ctx, exc, metrics, started)
+            self._failed(ctx, exc, request, metrics, started)
             raise
         ctx._finish()
-        metrics.finished(self.name, "success", started)
+        metrics.finished("success", started)
+        self._release_claim(request)
         return result
 
     def _run_db(self, *args: Any, **kwargs: Any) -> Any:
-        ctx = self._make_context(self.request)
-        metrics = default_metrics()
-        started = metrics.started(self.name)
+        request = self.request
+        ctx = self._make_context(request)
+        metrics = self._metrics()
+        started = metrics.started()
         try:
             result = run_async(self._db_body(ctx, args, kwargs))
         except BaseException as exc:
             ctx._finish()
-            logcontext.bind(**ctx._log_fields)
-            self._failed(ctx, exc, metrics, started)
+            self._failed(ctx, exc, request, metrics, started)
             raise
         ctx._finish()
-        logcontext.bind(**ctx._log_fields)
-        metrics.finished(self.name, "success", started)
+        metrics.finished("success", started)
+        self._release_claim(request)
         return result
 
     async def _db_body(self, ctx: TaskContext, args: Any, kwargs: Any) -> Any:
+        # this asyncio task's own context: the fields follow the coroutine (to another
+        # thread's loop too) and vanish with it
+        logcontext.bind(task_id=ctx.task_id, task_name=ctx.task_name, **ctx._log_fields)
         async with session_scope(ctx.settings.database) as session:
             ctx._session = session
             try:
@@ -201,16 +219,18 @@ class OffloadTask(Task):
             finally:
                 ctx._session = None
 
-    def _failed(self, ctx: TaskContext, exc: BaseException, metrics: Any, started: float) -> None:
+    def _failed(self, ctx: TaskContext, exc: BaseException, request: Any,
+                metrics: TaskRecorder, started: float) -> None:
         """Decide what ``exc`` means; raise a Retry, a clearer error, or return to re-raise."""
         outcome = classify(exc)
         if outcome is Outcome.PASS:  # Celery control flow or an interrupt: not an outcome
-            metrics.abandoned(self.name)
+            metrics.abandoned()
             return
         policy = self.offload_spec.policy
         if isinstance(exc, SoftTimeLimitExceeded):
-            metrics.finished(self.name, "failure", started)
-            limit = self.request.soft_time_limit or self.soft_time_limit or (
+            metrics.finished("failure", started)
+            self._release_claim(request)
+            limit = request.soft_time_limit or self.soft_time_limit or (
                 ctx.settings.task_soft_time_limit)
             done = "its database work was rolled back" if self.offload_kind == "db" else (
                 "it was stopped")
@@ -218,13 +238,12 @@ class OffloadTask(Task):
             ctx.log_error("soft time limit exceeded", limit=limit)
             raise SoftTimeLimitExceeded(message) from exc
         retries = ctx.retries
-        if outcome is Outcome.FAIL or retries >= policy.max_retries or (
-            self.request.called_directly
-        ):
-            metrics.finished(self.name, "failure", started)
+        if outcome is Outcome.FAIL or retries >= policy.max_retries or request.called_directly:
+            metrics.finished("failure", started)
+            self._release_claim(request)
             if outcome is Outcome.FAIL:
                 final = "not retriable"
-            elif self.request.called_directly:
+            elif request.called_directly:
                 final = "called directly, so not retried"
             else:
                 final = f"gave up after {retries} retries"
@@ -236,38 +255,21 @@ class OffloadTask(Task):
                 raise stored from exc
             return
         countdown = policy.countdown(retries)
-        metrics.finished(self.name, "retry", started)
+        metrics.finished("retry", started)
         ctx.log_warning("task will be retried", attempt=retries + 1,
                         max_retries=policy.max_retries, countdown=round(countdown, 3),
                         **describe(exc))
-        self._refresh_claim()
+        self._refresh_claim(request)
         raise self.retry(exc=exc, countdown=countdown, max_retries=policy.max_retries)
 
-    def _refresh_claim(self) -> None:
-        claim = self._dedup_claim()
-        if claim is None:
-            return
-        store = claim_store_for(self.app, self.offload_settings)
-        refresh = getattr(store, "refresh", None)
-        if refresh is not None:
-            try:
-                refresh(*claim, self.offload_settings.dedup_ttl)
-            except Exception as exc:  # noqa: BLE001
-                _log.warning("dedup claim not refreshed", key=claim[0], error=repr(exc))
-
-
-# --- log context around every offload task (Celery's own lines included) ---------------------
-@signals.task_prerun.connect(weak=False)
-def _bind_log_context(sender: Any = None, task_id: str | None = None, kwargs: Any = None,
-                      **_: Any) -> None:
-    if isinstance(sender, OffloadTask):
-        logcontext.start_task(task_id, sender.name, kwargs)
-
-
-@signals.task_postrun.connect(weak=False)
-def _unbind_log_context(sender: Any = None, **_: Any) -> None:
-    if isinstance(sender, OffloadTask):
-        logcontext.unbind_all()
+def _claim_of(request: Any) -> tuple[str, str] | None:
+    """(key, owner token) of the claim a run holds, if it was sent with one."""
+    # custom headers arrive in request.headers and as request attributes
+    source = request.headers or vars(request)
+    key = source.get(DEDUP_HEADER)
+    if not key:
+        return None
+    return key, source.get(OWNER_HEADER) or request.id
 
 
 @signals.worker_process_shutdown.connect(weak=False)

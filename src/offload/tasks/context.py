@@ -106,6 +106,7 @@ class TaskContext:
         settings: Settings | None = None,
         session: AsyncSession | None = None,
         reporter: ProgressReporter | Callable[[], ProgressReporter | None] | None = None,
+        log_fields: dict[str, Any] | None = None,
     ) -> None:
         self.task_id = task_id
         self.task_name = task_name
@@ -114,7 +115,9 @@ class TaskContext:
         self._session = session
         self._reporter = reporter  # or a factory of one, called on the first report
         self._logger: Any = None
-        self._log_fields: dict[str, Any] = {}
+        # extra fields of every line of this run (shared with the task's request, see
+        # offload.tasks.logcontext): updated in place, never replaced
+        self._log_fields: dict[str, Any] = {} if log_fields is None else log_fields
         self.last_progress: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
@@ -227,7 +230,8 @@ class TaskContext:
         lines included."""
         self._log_fields.update(fields)
         self._logger = None
-        logcontext.bind(**fields)
+        if logcontext.in_task_context():  # a db task's coroutine (maybe on another thread)
+            logcontext.bind(**fields)
 
     def log_debug(self, message: str, **fields: Any) -> None:
         self._log("debug", message, fields)

@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Self
 
-__all__ = ["StatsCounter", "TaskMetrics", "Timer", "default_metrics", "serve_metrics"]
+__all__ = ["StatsCounter", "TaskMetrics", "TaskRecorder", "Timer", "default_metrics",
+           "serve_metrics"]
 
 STATES = ("success", "failure", "retry")
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800,
@@ -97,6 +98,31 @@ class Timer:
         self.stop()
 
 
+class TaskRecorder:
+    """The metrics of one task name, resolved once: what recording a run touches."""
+
+    __slots__ = ("_in_progress", "_per_state")
+
+    def __init__(self, in_progress: Any, per_state: dict[str, tuple[Any, Any]]) -> None:
+        self._in_progress = in_progress
+        self._per_state = per_state
+
+    def started(self) -> float:
+        """Count a run in progress; returns its start time (for :meth:`finished`)."""
+        self._in_progress.inc()
+        return time.perf_counter()
+
+    def finished(self, state: str, started: float) -> None:
+        self._in_progress.dec()
+        counter, histogram = self._per_state[state]
+        counter.inc()
+        histogram.observe(time.perf_counter() - started)
+
+    def abandoned(self) -> None:
+        """A run that ended in neither state (Celery's Ignore/Reject, an interrupt)."""
+        self._in_progress.dec()
+
+
 class TaskMetrics:
     """The Prometheus metrics of task runs, registered in ``registry`` (default: the global
     prometheus-client registry). Child metrics are cached per task name, so recording a run
@@ -114,7 +140,7 @@ class TaskMetrics:
         self.in_progress = self._collector(
             Gauge, f"{namespace}_tasks_in_progress", "Task bodies running now.", ["task"],
             multiprocess_mode="livesum")
-        self._children: dict[str, tuple[Any, dict[str, tuple[Any, Any]]]] = {}
+        self._recorders: dict[str, TaskRecorder] = {}
         self._lock = threading.Lock()
 
     def _collector(self, kind: type, name: str, doc: str, labels: list[str],
@@ -126,34 +152,30 @@ class TaskMetrics:
             return existing
         return kind(name, doc, labels, registry=self.registry, **options)
 
-    def _for(self, task: str) -> tuple[Any, dict[str, tuple[Any, Any]]]:
-        children = self._children.get(task)
-        if children is None:
+    def recorder(self, task: str) -> TaskRecorder:
+        """The labelled metrics of ``task`` (created on first use, then cached)."""
+        recorder = self._recorders.get(task)
+        if recorder is None:
             with self._lock:
-                children = self._children.get(task)
-                if children is None:
+                recorder = self._recorders.get(task)
+                if recorder is None:
                     per_state = {
                         state: (self.runs.labels(task, state), self.duration.labels(task, state))
                         for state in STATES
                     }
-                    children = (self.in_progress.labels(task), per_state)
-                    self._children[task] = children
-        return children
+                    recorder = TaskRecorder(self.in_progress.labels(task), per_state)
+                    self._recorders[task] = recorder
+        return recorder
 
     def started(self, task: str) -> float:
-        self._for(task)[0].inc()
-        return time.perf_counter()
+        return self.recorder(task).started()
 
     def finished(self, task: str, state: str, started: float) -> None:
-        gauge, per_state = self._for(task)
-        gauge.dec()
-        counter, histogram = per_state[state]
-        counter.inc()
-        histogram.observe(time.perf_counter() - started)
+        self.recorder(task).finished(state, started)
 
     def abandoned(self, task: str) -> None:
         """A run that ended in neither state (Celery's Ignore/Reject, an interrupt)."""
-        self._for(task)[0].dec()
+        self.recorder(task).abandoned()
 
     def count(self, task: str, state: str) -> float:
         """The current value of ``offload_tasks_total{task, state}`` in this process."""
