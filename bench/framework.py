@@ -1,8 +1,9 @@
 """Benchmark of the task framework against bare Celery, in the same run.
 
-1. End-to-end throughput of N no-op tasks (default 5,000) through Redis (broker and results)
-   and a real worker subprocess, ``prefork -c 2`` and ``threads -c 4``: ``@simple_task``
-   against a bare ``@app.task`` on the same app and worker, alternating, ``--rounds`` times.
+1. End-to-end throughput of no-op tasks through Redis (broker and results) and a real worker
+   subprocess, ``prefork -c 2`` and ``threads -c 4``: ``@simple_task`` against a bare
+   ``@app.task`` on the same app and worker, in ``--rounds`` A/B rounds of ``--tasks`` each
+   (the order flipped every round; the verdict is the median of the per-round ratios).
 2. Per-call wrapper overhead: ``task.apply()`` of the same no-op, offload vs bare, in this
    process (no broker), in microseconds.
 3. ``@db_task`` inserting one row against a bare Celery task doing the same with
@@ -12,7 +13,8 @@ Redis: a free logical database (1-15) is claimed like the test-suite does
 (:func:`offload.testing.services.claimed_redis_db`), flushed, and released at the end. PostgreSQL: a
 database of its own, dropped at the end.
 
-    .venv/bin/python bench/framework.py [--tasks 5000] [--rounds 5] [--db-tasks 1000]
+    .venv/bin/python bench/framework.py [--tasks 2000] [--rounds 11] [--db-tasks 500]
+                                        [--db-rounds 5] [--calls 5000]
 
 Alongside wall-clock throughput it reports the worker's CPU time per task (its main process
 and pool children, from /proc) and the per-call overhead in this thread's CPU time: on a
@@ -141,17 +143,44 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def ab_rounds(label: str, tasks: dict[str, object], count: int, rounds: int,
+              worker: Worker, args_of=None) -> tuple[dict[str, list[float]],
+                                                           dict[str, list[float]]]:
+    """``rounds`` A/B rounds of ``count`` tasks per variant, the order flipped every round
+    (so a drifting load hits both alike): tasks/s and worker CPU us/task per variant."""
+    rates: dict[str, list[float]] = {variant: [] for variant in tasks}
+    cpu: dict[str, list[float]] = {variant: [] for variant in tasks}
+    variants = list(tasks)
+    for round_ in range(rounds):
+        for variant in variants if round_ % 2 == 0 else variants[::-1]:
+            rates[variant].append(run_batch(tasks[variant], count, args_of, worker=worker,
+                                            cpu=cpu[variant]))
+        print(f"  {label} round {round_ + 1:2}: " + ", ".join(
+            f"{v} {rates[v][-1]:5.0f}/s ({cpu[v][-1]:5.0f} us CPU)" for v in variants),
+            flush=True)
+    return rates, cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--db-tasks", type=int, default=1000)
+    parser.add_argument("--tasks", type=int, default=2000, help="no-op tasks per batch")
+    parser.add_argument("--rounds", type=int, default=11, help="A/B rounds per pool")
+    parser.add_argument("--db-tasks", type=int, default=500, help="insert tasks per batch")
+    parser.add_argument("--db-rounds", type=int, default=5)
     parser.add_argument("--calls", type=int, default=5000, help="calls per overhead sample")
     args = parser.parse_args()
     # SIGTERM unwinds like Ctrl-C: the worker is stopped, the Redis db and database released
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not reachable(*REDIS):
         raise SystemExit("Redis is not reachable on 127.0.0.1:6379 (run `make services`)")
+    load_before = os.getloadavg()
+    print(f"load average before: {load_before[0]:.2f} {load_before[1]:.2f} "
+          f"{load_before[2]:.2f} ({os.cpu_count()} CPUs)", flush=True)
 
     with (tempfile.TemporaryDirectory() as tmp_name,
           claimed_redis_db(*REDIS, ttl=3600, owner="bench") as redis_url,
@@ -169,37 +198,28 @@ def main() -> None:
 
         create_table(db_url)
         rows: list[tuple[str, str, str, list[float]]] = []
-        ratios: dict[str, float] = {}
+        ratios: dict[str, list[float]] = {}
         cpu_medians: dict[str, tuple[float, float]] = {}
         medians: dict[tuple[str, str], float] = {}
+        noop = {"bare": bench_app.bare_noop, "offload": bench_app.offload_noop}
 
         for pool, concurrency in (("prefork", 2), ("threads", 4)):
             env["OFFLOAD_WORKER_POOL"] = pool
+            label = f"{pool} -c {concurrency}"
             worker = Worker(pool, concurrency, env, tmp / f"worker-{pool}.log")
             try:
                 run_batch(bench_app.bare_noop, 200)  # warm up (and wait for the worker)
                 run_batch(bench_app.offload_noop, 200)
-                rates: dict[str, list[float]] = {"bare": [], "offload": []}
-                cpu: dict[str, list[float]] = {"bare": [], "offload": []}
-                for round_ in range(args.rounds):
-                    order = ("bare", "offload") if round_ % 2 == 0 else ("offload", "bare")
-                    for variant in order:
-                        task = bench_app.bare_noop if variant == "bare" else bench_app.offload_noop
-                        rates[variant].append(run_batch(task, args.tasks, worker=worker,
-                                                        cpu=cpu[variant]))
-                        print(f"  {pool} -c {concurrency} {variant:8} round {round_ + 1}: "
-                              f"{rates[variant][-1]:8.0f} tasks/s, worker CPU "
-                              f"{cpu[variant][-1]:6.0f} us/task", flush=True)
+                rates, cpu = ab_rounds(label, noop, args.tasks, args.rounds, worker)
             finally:
                 worker.stop()
-            label = f"{pool} -c {concurrency}"
-            for variant in ("bare", "offload"):
+            for variant in noop:
                 rows.append((f"no-op x{args.tasks}", label, variant, rates[variant]))
                 medians[(label, variant)] = statistics.median(rates[variant])
-            # each round runs both back to back: the median of the per-round ratios is less
-            # sensitive to load drifting on a shared machine than a ratio of medians
-            ratios[label] = statistics.median(
-                o / b for o, b in zip(rates["offload"], rates["bare"], strict=True))
+            # each round runs both back to back: per-round ratios are less sensitive to load
+            # drifting on a shared machine than a ratio of medians
+            ratios[label] = [o / b for o, b in zip(rates["offload"], rates["bare"],
+                                                    strict=True)]
             cpu_medians[label] = (statistics.median(cpu["bare"]),
                                   statistics.median(cpu["offload"]))
 
@@ -217,37 +237,35 @@ def main() -> None:
         # @db_task vs bare + asyncio.run, one-row insert
         env["OFFLOAD_WORKER_POOL"] = "threads"
         worker = Worker("threads", 4, env, tmp / "worker-db.log")
-        db_rates: dict[str, list[float]] = {"bare": [], "offload": []}
+        inserts = {"bare": bench_app.bare_insert, "offload": bench_app.offload_insert}
         try:
             run_batch(bench_app.bare_insert, 50, lambda i: (i,))
             run_batch(bench_app.offload_insert, 50, lambda i: (i,))
-            for round_ in range(args.rounds):
-                order = ("bare", "offload") if round_ % 2 == 0 else ("offload", "bare")
-                for variant in order:
-                    task = bench_app.bare_insert if variant == "bare" else bench_app.offload_insert
-                    db_rates[variant].append(run_batch(task, args.db_tasks, lambda i: (i,)))
-                    print(f"  db insert {variant:8} round {round_ + 1}: "
-                          f"{db_rates[variant][-1]:8.0f} tasks/s", flush=True)
+            db_rates, _ = ab_rounds("db insert", inserts, args.db_tasks, args.db_rounds, worker,
+                                    lambda i: (i,))
         finally:
             worker.stop()
-        for variant in ("bare", "offload"):
+        for variant in inserts:
             rows.append((f"1-row insert x{args.db_tasks} ({db_name})", "threads -c 4",
                          "bare+asyncio.run" if variant == "bare" else "@db_task",
                          db_rates[variant]))
         db_ratio = statistics.median(
             o / b for o, b in zip(db_rates["offload"], db_rates["bare"], strict=True))
+    load_after = os.getloadavg()
 
     print()
-    print(f"{'benchmark':32} {'pool':12} {'variant':17} {'rounds (tasks/s)':28} {'median':>8}")
+    print(f"{'benchmark':32} {'pool':12} {'variant':17} {'rounds':>6} {'min':>6} {'median':>7} "
+          f"{'max':>6}  tasks/s")
     print("-" * 100)
     for bench, pool, variant, values in rows:
-        shown = " / ".join(f"{v:.0f}" for v in values)
-        print(f"{bench:32} {pool:12} {variant:17} {shown:28} {statistics.median(values):8.0f}")
+        print(f"{bench:32} {pool:12} {variant:17} {len(values):6} {min(values):6.0f} "
+              f"{statistics.median(values):7.0f} {max(values):6.0f}")
     print()
-    for label, ratio in ratios.items():
+    for label, per_round in ratios.items():
+        q1, ratio, q3 = quartiles(per_round)
         verdict = "ok" if ratio >= 0.95 else "BELOW TARGET"
-        print(f"throughput @simple_task / bare, {label} (median of per-round ratios): "
-              f"{ratio:.3f}  (target >= 0.95: {verdict})")
+        print(f"throughput @simple_task / bare, {label}: median of {len(per_round)} per-round "
+              f"ratios {ratio:.3f} (quartiles {q1:.3f}-{q3:.3f}; target >= 0.95: {verdict})")
         bare_cpu, offload_cpu = cpu_medians[label]
         print(f"worker CPU per task, {label}: bare {bare_cpu:.0f} us, @simple_task "
               f"{offload_cpu:.0f} us (bare/offload {bare_cpu / offload_cpu:.3f})")
@@ -255,10 +273,11 @@ def main() -> None:
           f"wrapper overhead {overhead_us:.1f} us  (target < 30 us: "
           f"{'ok' if overhead_us < 30 else 'ABOVE TARGET'})")
     print(f"one-row insert, @db_task / bare+asyncio.run ({db_name}): {db_ratio:.2f}x")
+    print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     print()
     print("SUMMARY framework: " + ", ".join(
         f"{label} {medians[(label, 'offload')]:.0f}/s vs bare {medians[(label, 'bare')]:.0f}/s "
-        f"({ratios[label]:.2f}x; CPU/task {cpu_medians[label][1]:.0f} vs "
+        f"({statistics.median(ratios[label]):.2f}x; CPU/task {cpu_medians[label][1]:.0f} vs "
         f"{cpu_medians[label][0]:.0f} us)" for label in ratios)
         + f"; wrapper overhead {overhead_us:.1f} us/call; db_task insert {db_ratio:.2f}x "
         f"bare+asyncio.run ({db_name})")
