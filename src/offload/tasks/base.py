@@ -176,29 +176,18 @@ class OffloadTask(Task):
         return ProgressReporter(backend, request.id, request,
                                 self.offload_settings.progress_min_interval)
 
-    def _run_simple(self, *args: Any, **kwargs: Any) -> Any:
+    def _run(self, *args: Any, **kwargs: Any) -> Any:
+        """The task's ``run``: the body with its context, for a ``@db_task`` through the
+        async bridge and a session; then metrics, claim release, or what a failure means."""
         request = self.request
         ctx = self._make_context(request)
         metrics = self._metrics()
         started = metrics.started()
         try:
-            result = self.offload_spec.fn(ctx, *args, **kwargs)
-        except BaseException as exc:
-            ctx._finish()
-            self._failed(ctx, exc, request, metrics, started)
-            raise
-        ctx._finish()
-        metrics.finished("success", started)
-        self._release_claim(request)
-        return result
-
-    def _run_db(self, *args: Any, **kwargs: Any) -> Any:
-        request = self.request
-        ctx = self._make_context(request)
-        metrics = self._metrics()
-        started = metrics.started()
-        try:
-            result = run_async(self._db_body(ctx, args, kwargs))
+            if self.offload_kind == "db":
+                result = run_async(self._db_body(ctx, args, kwargs))
+            else:
+                result = self.offload_spec.fn(ctx, *args, **kwargs)
         except BaseException as exc:
             ctx._finish()
             self._failed(ctx, exc, request, metrics, started)

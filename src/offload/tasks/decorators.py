@@ -197,12 +197,11 @@ def _register_on(app: Any, spec: TaskSpec) -> OffloadTask | None:
         return existing
     if not app_includes(app, spec.module):
         return None
-    runner = OffloadTask._run_db if spec.kind == "db" else OffloadTask._run_simple
     task = app._task_from_fun(
         spec.fn,
         name=spec.name,
         base=OffloadTask,
-        run=runner,
+        run=OffloadTask._run,
         __header__=staticmethod(head_from_fun(spec.fn, bound=True)),
         offload_spec=spec,
         offload_kind=spec.kind,
