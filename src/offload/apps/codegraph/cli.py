@@ -122,30 +122,38 @@ class _Http:
 
 
 def _direct_events(settings: Settings, task_id: str) -> Any:
+    """Status dicts of the task from the shared result store, until it is done (read by a
+    thread running the async follower; the store's app is closed when this ends)."""
+    import queue
+    import threading
+
     from offload.factory import create_monitor_app
     from offload.status import task_events
 
     app = create_monitor_app(settings=settings)
-    queue: list[dict[str, Any]] = []
+    statuses: queue.Queue = queue.Queue()
 
-    async def follow() -> None:
-        async for event in task_events(app.AsyncResult(task_id)):
-            if "state" in event.data:
-                queue.append(event.data)
+    def follow() -> None:
+        async def run() -> None:
+            async for event in task_events(app.AsyncResult(task_id)):
+                if "state" in event.data:
+                    statuses.put(event.data)
 
-    # the events are few; collect them while printing from this thread
-    import threading
+        try:
+            asyncio.run(run())
+        except Exception as exc:  # noqa: BLE001 - reported by the reader
+            statuses.put(exc)
+        finally:
+            statuses.put(None)
 
-    done = threading.Event()
-    thread = threading.Thread(target=lambda: (asyncio.run(follow()), done.set()), daemon=True)
-    thread.start()
-    seen = 0
-    while not (done.is_set() and seen == len(queue)):
-        while seen < len(queue):
-            seen += 1
-            yield queue[seen - 1]
-        time.sleep(0.1)
-    app.close()
+    threading.Thread(target=follow, name="codegraph-follow", daemon=True).start()
+    try:
+        while (status := statuses.get()) is not None:
+            if isinstance(status, Exception):
+                raise _fail(f"lost track of task {task_id}: {type(status).__name__}: {status}")
+            yield status
+    finally:
+        app.close()
 
 
 class _Progress:
