@@ -92,7 +92,7 @@ def configure_logging(settings: Settings) -> None:
             wrapper_class=structlog.stdlib.BoundLogger,
             cache_logger_on_first_use=True,
         )
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(
             structlog.stdlib.ProcessorFormatter(
                 foreign_pre_chain=_shared_processors(),
@@ -110,6 +110,18 @@ def configure_logging(settings: Settings) -> None:
             logging.getLogger(name).setLevel(logging.WARNING if level == "INFO" else logging.NOTSET)
         _keep_celery_off_logging()
         _configured = (fmt, level)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time, so a later redirection (pytest's
+    capture, a daemonising wrapper) never leaves the handler writing to a closed stream."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
 
 
 def _celery_logging_is_ours(**_: Any) -> None:

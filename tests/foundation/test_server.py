@@ -60,7 +60,8 @@ def test_health_names_the_unreachable_service(make_settings, redis_url):
     api = create_api(settings, create_worker_app(settings=settings), health_timeout=2)
     task_id = tenant_task_id("acme")
     with TestClient(api) as client:
-        response = client.get("/health")
+        anonymous = client.get("/health")
+        response = client.get("/health", headers=KEY_A)
         status = client.get(f"/tasks/{task_id}", headers=KEY_A)
         events = client.get(f"/tasks/{task_id}/events", headers=KEY_A)
     # Then /health says which one, with the reason
@@ -68,6 +69,12 @@ def test_health_names_the_unreachable_service(make_settings, redis_url):
     checks = response.json()["checks"]
     assert checks["broker"]["ok"] and checks["database"]["ok"]
     assert not checks["results"]["ok"] and "refused" in checks["results"]["detail"].lower()
+    # but an anonymous caller only learns which service is down, not its address
+    assert anonymous.status_code == 503
+    assert anonymous.json()["checks"]["results"] == {
+        "ok": False, "seconds": anonymous.json()["checks"]["results"]["seconds"]
+    }
+    assert "127.0.0.1" not in anonymous.text
     # and a task's status is 503 (not a 500), its event stream ends without a `done`
     assert status.status_code == 503 and "/health" in status.json()["detail"]
     assert events.status_code == 200 and "event: done" not in events.text

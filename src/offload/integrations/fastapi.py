@@ -45,6 +45,7 @@ __all__ = [
     "settings_for",
     "task_belongs_to",
     "tenant_of_key",
+    "tenant_of_request",
     "tenant_task_id",
 ]
 
@@ -204,13 +205,18 @@ def _api_keys(request: Request, settings: Settings) -> Mapping[str, str]:
     return getattr(request.app.state, "offload_api_keys", None) or settings.api_keys
 
 
-def current_tenant(request: Request, settings: Settings = Depends(get_settings)) -> str:
-    """Dependency: the tenant of the request's ``Authorization: Bearer <key>``; 401 otherwise."""
+def tenant_of_request(request: Request, settings: Settings) -> str | None:
+    """The tenant of the request's ``Authorization: Bearer <key>``, or None."""
     header = request.headers.get("authorization", "")
     scheme, _, key = header.partition(" ")
-    tenant = None
     if scheme.lower() == "bearer" and key.strip():
-        tenant = tenant_of_key(key.strip(), _api_keys(request, settings))
+        return tenant_of_key(key.strip(), _api_keys(request, settings))
+    return None
+
+
+def current_tenant(request: Request, settings: Settings = Depends(get_settings)) -> str:
+    """Dependency: the tenant of the request's ``Authorization: Bearer <key>``; 401 otherwise."""
+    tenant = tenant_of_request(request, settings)
     if tenant is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

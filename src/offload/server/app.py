@@ -18,6 +18,7 @@ from offload.integrations.fastapi import (
     get_engine,
     get_settings,
     task_belongs_to,
+    tenant_of_request,
 )
 from offload.logs import get_logger
 from offload.plugins import plugin_hooks, upgrade_schemas
@@ -69,16 +70,24 @@ def create_api(
 
     @app.get("/health", tags=["service"])
     async def health(request: Request) -> JSONResponse:
-        """Whether broker, result store and database answer (each within a few seconds)."""
+        """Whether broker, result store and database answer (each within a few seconds).
+
+        Anyone (a load balancer) sees which service is down; only a caller with a valid API
+        key also sees why, since the reasons name hosts and ports."""
+        settings = get_settings(request)
         checks = await check_services(
-            get_celery_app(request), get_engine(request), get_settings(request).database,
+            get_celery_app(request), get_engine(request), settings.database,
             timeout=health_timeout,
         )
         ok = all(check.ok for check in checks)
+        detailed = tenant_of_request(request, settings) is not None
         body = {
             "status": "ok" if ok else "unavailable",
-            "checks": {c.name: {"ok": c.ok, "detail": c.detail, "seconds": c.seconds}
-                       for c in checks},
+            "checks": {
+                c.name: {"ok": c.ok, "seconds": c.seconds}
+                | ({"detail": c.detail} if detailed else {})
+                for c in checks
+            },
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 
