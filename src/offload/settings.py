@@ -25,11 +25,9 @@ RESULT_SCHEMES = frozenset(
         "surrealdb+mem",
         "surrealdb+memory",
         "surrealdb+surrealkv",
-        "surrealdb+rocksdb",
+        "surrealdb+file",
         "surrealdb+ws",
         "surrealdb+wss",
-        "surrealdb+http",
-        "surrealdb+https",
         "surrealdb",
         "redis",
         "rediss",
@@ -71,12 +69,9 @@ _redact = redact_url
 
 
 def is_embedded_result_url(url: str) -> bool:
-    return url_scheme(url) in {
-        "surrealdb+mem",
-        "surrealdb+memory",
-        "surrealdb+surrealkv",
-        "surrealdb+rocksdb",
-    }
+    from offload.backends.config import is_embedded_url  # the backend's own rule
+
+    return url_scheme(url).startswith("surrealdb") and is_embedded_url(url)
 
 
 class Settings(BaseSettings):
@@ -224,6 +219,11 @@ class Settings(BaseSettings):
         scheme = url_scheme(value)
         if scheme.startswith("db+"):
             return value
+        if scheme.startswith("surrealdb"):
+            # the backend's own parser: the same checks (and messages) as when it starts
+            from offload.backends.config import SurrealConfig
+
+            SurrealConfig.parse(value)
         return _check_scheme(
             "result_backend", value, RESULT_SCHEMES, "surrealdb+ws://127.0.0.1:8000/rpc"
         )

@@ -108,6 +108,46 @@ def test_bad_urls_are_configuration_errors(url, message):
         parse(url)
 
 
+def test_a_password_never_shows_in_a_url_error():
+    for url in ("surrealdb+http://celery:hunter2@db:8000", "surrealdb+ftp://u:hunter2@h",
+                "ws://u:hunter2@:8000/rpc"):
+        with pytest.raises(ConfigurationError) as caught:
+            parse(url)
+        assert "hunter2" not in str(caught.value) and "u:***@" in str(caught.value).replace(
+            "celery:***@", "u:***@")
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("surrealdb+http://db:8000", "use ws://"),
+        ("surrealdb+https://db", "use wss://"),
+        ("surrealdb+rocksdb:///var/lib/x", "no RocksDB"),
+        ("surrealdb+ws://root:root@db.example.com/rpc", "root/root"),
+    ],
+)
+def test_offload_settings_refuse_what_the_backend_refuses_at_load(url, message):
+    from offload.settings import load_settings
+
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        load_settings(result_backend=url)
+    assert "OFFLOAD_RESULT_BACKEND" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "embedded"),
+    [("surrealdb+mem://", True), ("surrealdb+memory://", True), ("surrealdb+file:///tmp/r", True),
+     ("surrealdb+surrealkv:///tmp/r", True), ("surrealdb+ws://127.0.0.1:8000/rpc", False),
+     ("surrealdb://127.0.0.1:8000/rpc", False), ("redis://127.0.0.1:6379/1", False)],
+)
+def test_offload_settings_accept_every_backend_url_form(url, embedded):
+    from offload.settings import load_settings
+
+    settings = load_settings(result_backend=url)
+    assert settings.results_embedded is embedded
+    assert settings.pool == "threads"  # embedded results or the in-process broker
+
+
 def test_is_embedded_url():
     assert is_embedded_url("surrealdb+mem://")
     assert is_embedded_url("surrealdb+surrealkv:///x")

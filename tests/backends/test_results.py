@@ -4,6 +4,7 @@ values, large results, legacy rows, cleanup."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -227,6 +228,30 @@ def test_get_many_reads_all_members_in_one_query(backend):
     assert len(calls) == 1
 
 
+def test_get_many_skips_missing_and_running_members_without_waiting_on_ready_ones(backend):
+    done, running, missing = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    backend.mark_as_done(done, "ready")
+    backend.store_result(running, None, states.STARTED)
+    started = time.monotonic()
+    results = dict(backend.get_many([done, running, missing], timeout=5, max_iterations=1))
+    assert time.monotonic() - started < 0.5
+    assert set(results) == {done}
+    assert results[done]["result"] == "ready"
+    assert isinstance(datetime.fromisoformat(results[done]["date_done"]), datetime)
+
+
+def test_get_many_reads_other_serializers_and_failures(make_app):
+    app = make_app()
+    app.conf.update(result_serializer="pickle", result_accept_content=["json", "pickle"])
+    backend = app.backend
+    ok, failed = str(uuid.uuid4()), str(uuid.uuid4())
+    backend.mark_as_done(ok, {"set": {1, 2}})  # only pickle keeps a set
+    backend.mark_as_failure(failed, KeyError("gone"))
+    results = dict(backend.get_many([ok, failed], timeout=5))
+    assert results[ok]["result"] == {"set": {1, 2}}
+    assert isinstance(results[failed]["result"], KeyError)
+
+
 # --- rows written by surrealdb-celery-backend 0.3.0 --------------------------------------------
 
 
@@ -250,6 +275,19 @@ def test_rows_of_surrealdb_celery_backend_still_read(backend, parsed):
     assert read["status"] == states.SUCCESS
     assert read["result"] == {"answer": 42}
     assert read["task_id"] == task_id
+
+
+def test_a_group_join_reads_legacy_rows_beside_new_ones(app, backend):
+    from celery.result import GroupResult
+
+    legacy_id, new_id = str(uuid.uuid4()), str(uuid.uuid4())
+    meta = legacy_meta(legacy_id, states.SUCCESS, "old", datetime.now(UTC))
+    backend.store.query("UPSERT $rid CONTENT $doc", {"rid": RecordID("task", legacy_id), "doc": {
+        "status": states.SUCCESS, "result": json.dumps(meta), "date_done": meta["date_done"]}})
+    backend.mark_as_done(new_id, "new")
+    group = GroupResult(str(uuid.uuid4()), [app.AsyncResult(t) for t in (legacy_id, new_id)],
+                        app=app)
+    assert group.join_native(timeout=5) == ["old", "new"]
 
 
 def test_legacy_failure_and_group_rows_read(app, backend):

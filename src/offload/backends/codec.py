@@ -1,11 +1,11 @@
 """The SurrealDB RPC wire format: CBOR requests and responses.
 
-A small CBOR codec (RFC 8949) for the values a result backend moves: maps, arrays, text,
-bytes, numbers, booleans, null, datetimes, record ids, decimals and UUIDs, with SurrealDB's
-tags. The SDK's general-purpose codec (``surrealdb.cbor``) is several times slower on these
-small documents, and the backend does one encode and one decode per call, so the hot path
-has its own; anything outside that set falls back to the SDK's codec, value by value on the
-way out and message by message on the way back.
+Requests are encoded here, by a small CBOR encoder (RFC 8949) for the values a result backend
+moves: maps, arrays, text, bytes, numbers, booleans, null, datetimes, record ids, decimals and
+UUIDs, with SurrealDB's tags; other SurrealDB types go through the SDK's encoder, value by
+value. Replies are decoded by cbor2's C decoder with SurrealDB's tags added. The SDK's own
+codec (``surrealdb.cbor``, pure Python) is several times slower on both sides, and the
+backend does one encode and one decode per call.
 
 One deliberate difference from the SDK: Python ``None`` is sent as SurrealDB ``NULL``, not
 ``NONE``. SurrealDB drops object fields whose value is ``NONE``, so with the SDK's encoding a
@@ -21,18 +21,19 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from cbor2 import CBORDecodeError, CBORTag
+from cbor2 import loads as _loads
 from surrealdb import Duration, RecordID, Table
-from surrealdb.data.cbor import decode as _sdk_decode
 from surrealdb.data.cbor import encode as _sdk_encode
+from surrealdb.data.cbor import tag_decoder as _sdk_tag
 
-__all__ = ["decode", "encode", "encode_request"]
+from offload.errors import ResultStoreError
+
+__all__ = ["RecordIDs", "decode", "encode", "encode_request", "record_id"]
 
 _UTC = UTC
 _EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 _pack_double = struct.Struct(">d").pack
-_unpack_double = struct.Struct(">d").unpack_from
-_unpack_single = struct.Struct(">f").unpack_from
-_unpack_half = struct.Struct(">e").unpack_from
 
 # SurrealDB's CBOR tags (https://surrealdb.com/docs/surrealdb/integration/cbor)
 TAG_DATETIME = 0
@@ -48,6 +49,17 @@ TAG_UUID = 37
 
 
 # --- encoding ------------------------------------------------------------------------------
+
+
+class RecordIDs:
+    """The ids ``keys`` of records of ``table``, sent as an array of record ids: what
+    ``[RecordID(table, key) for key in keys]`` sends, without building the objects."""
+
+    __slots__ = ("keys", "table")
+
+    def __init__(self, table: str, keys: list[Any]) -> None:
+        self.table = table
+        self.keys = keys
 
 
 def _head(out: bytearray, major: int, value: int) -> None:
@@ -105,6 +117,12 @@ def _encode(out: bytearray, value: Any) -> None:
         out.append(0x82)
         _encode(out, value.table_name)
         _encode(out, value.id)
+    elif kind is RecordIDs:
+        _head(out, 0x80, len(value.keys))
+        prefix = bytes((0xC0 | TAG_RECORD_ID, 0x82)) + encode(value.table)
+        for key in value.keys:
+            out += prefix
+            _encode(out, key)
     elif isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=_UTC)
@@ -151,164 +169,42 @@ def encode_request(request_id: str, method: str, params: list[Any]) -> bytes:
 # --- decoding ------------------------------------------------------------------------------
 
 
-class _Unsupported(Exception):
-    """The message holds something the fast decoder does not know: use the SDK's."""
+def record_id(table: str, key: Any) -> RecordID:
+    """``RecordID(table, key)`` without the import its ``__init__`` runs on every call."""
+    rid = object.__new__(RecordID)
+    rid.table_name = table
+    rid.id = key
+    return rid
 
 
-_BREAK = object()
-
-
-def _decode(data: bytes, pos: int) -> tuple[Any, int]:
-    initial = data[pos]
-    major, info = initial >> 5, initial & 31
-    pos += 1
-    if major == 7:
-        if info == 22 or info == 23:
-            return None, pos
-        if info == 20:
-            return False, pos
-        if info == 21:
-            return True, pos
-        if info == 27:
-            return _unpack_double(data, pos)[0], pos + 8
-        if info == 26:
-            return _unpack_single(data, pos)[0], pos + 4
-        if info == 25:
-            return _unpack_half(data, pos)[0], pos + 2
-        if info == 31:
-            return _BREAK, pos
-        raise _Unsupported(f"simple value {info}")
-    if info < 24:
-        arg = info
-    elif info == 24:
-        arg = data[pos]
-        pos += 1
-    elif info == 25:
-        arg = int.from_bytes(data[pos:pos + 2], "big")
-        pos += 2
-    elif info == 26:
-        arg = int.from_bytes(data[pos:pos + 4], "big")
-        pos += 4
-    elif info == 27:
-        arg = int.from_bytes(data[pos:pos + 8], "big")
-        pos += 8
-    elif info == 31 and 2 <= major <= 5:
-        return _decode_indefinite(data, pos, major)
-    else:
-        raise _Unsupported(f"additional information {info}")
-    if major == 0:
-        return arg, pos
-    if major == 3:
-        end = pos + arg
-        return data[pos:end].decode("utf-8", "surrogatepass"), end
-    if major == 5:
-        result = {}
-        for _ in range(arg):
-            first = data[pos]
-            if 0x60 <= first < 0x78:  # a short text key: the usual case, decoded inline
-                end = pos + 1 + first - 0x60
-                key = data[pos + 1:end].decode("utf-8", "surrogatepass")
-                pos = end
-            else:
-                key, pos = _decode(data, pos)
-            result[key], pos = _small(data, pos)
-        return result, pos
-    if major == 4:
-        items = []
-        for _ in range(arg):
-            item, pos = _small(data, pos)
-            items.append(item)
-        return items, pos
-    if major == 1:
-        return -1 - arg, pos
-    if major == 2:
-        end = pos + arg
-        return bytes(data[pos:end]), end
-    # major 6: a tag. The two SurrealDB puts in every record are decoded inline.
-    if arg == TAG_DATETIME_COMPACT and data[pos] == 0x82:
-        seconds, pos = _small(data, pos + 1)
-        nanos, pos = _small(data, pos)
-        return _EPOCH + timedelta(0, seconds, nanos // 1000), pos
-    if arg == TAG_RECORD_ID and data[pos] == 0x82:
-        table, pos = _small(data, pos + 1)
-        key, pos = _small(data, pos)
-        return _record_id(table, key), pos
-    value, pos = _decode(data, pos)
-    return _tagged(arg, value), pos
-
-
-def _small(data: bytes, pos: int) -> tuple[Any, int]:
-    """One item, with the commonest small ones (short text, small int, null) inline."""
-    first = data[pos]
-    if 0x60 <= first < 0x78:
-        end = pos + 1 + first - 0x60
-        return data[pos + 1:end].decode("utf-8", "surrogatepass"), end
-    if first < 0x18:
-        return first, pos + 1
-    if first == 0xF6:
-        return None, pos + 1
-    return _decode(data, pos)
-
-
-def _decode_indefinite(data: bytes, pos: int, major: int) -> tuple[Any, int]:
-    items: list[Any] = []
-    while True:
-        item, pos = _decode(data, pos)
-        if item is _BREAK:
-            break
-        items.append(item)
-    if major == 2:
-        return b"".join(items), pos
-    if major == 3:
-        return "".join(items), pos
-    if major == 4:
-        return items, pos
-    return dict(zip(items[::2], items[1::2])), pos
-
-
-def _record_id(table: str, key: Any) -> RecordID:
-    # what RecordID.__init__ does, without the import it runs on every call
-    record_id = object.__new__(RecordID)
-    record_id.table_name = table
-    record_id.id = key
-    return record_id
-
-
-def _tagged(tag: int, value: Any) -> Any:
-    if tag == TAG_NONE:
-        return None
-    if tag == TAG_RECORD_ID:
-        return _record_id(value[0], value[1])
-    if tag == TAG_DATETIME_COMPACT:
+def _tag(tag: CBORTag, immutable: bool = False) -> Any:
+    """SurrealDB's tags (cbor2 decodes the standard ones itself); the SDK's own types
+    (geometries, ranges) through the SDK's decoder."""
+    number, value = tag.tag, tag.value
+    if number == TAG_DATETIME_COMPACT:  # how SurrealDB sends every datetime
         seconds = value[0] if value else 0
         nanos = value[1] if len(value) > 1 else 0
-        return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
-    if tag == TAG_DATETIME:
-        return _parse_datetime(value)
-    if tag == TAG_DECIMAL:
+        return _EPOCH + timedelta(0, seconds, nanos // 1000)
+    if number == TAG_RECORD_ID:
+        return record_id(value[0], value[1])
+    if number == TAG_NONE:
+        return None
+    if number == TAG_DECIMAL:
         return Decimal(value)
-    if tag == TAG_UUID:
-        return UUID(bytes=value)
-    if tag == TAG_UUID_STRING:
+    if number == TAG_UUID_STRING:
         return UUID(value)
-    if tag == TAG_TABLE:
+    if number == TAG_TABLE:
         return Table(value)
-    if tag == TAG_DURATION_COMPACT:
+    if number == TAG_DURATION_COMPACT:
         return Duration.parse(value[0] if value else 0, value[1] if len(value) > 1 else 0)
-    if tag == TAG_DURATION:
-        return Duration.parse(value)
-    raise _Unsupported(f"tag {tag}")
-
-
-def _parse_datetime(text: str) -> datetime:
-    parsed = datetime.fromisoformat(text)  # 3.11+: "Z" and nanosecond fractions included
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=_UTC)
+    if number == TAG_DURATION:
+        return Duration.parse(value) if isinstance(value, str) else Duration.parse(*value)
+    return _sdk_tag(None, tag)
 
 
 def decode(data: bytes) -> Any:
-    """One CBOR message from the server or the engine."""
+    """One CBOR message from the server or the engine (cbor2's C decoder)."""
     try:
-        value, _ = _decode(data, 0)
-    except _Unsupported:
-        return _sdk_decode(data)
-    return value
+        return _loads(data, tag_hook=_tag)
+    except CBORDecodeError as exc:
+        raise ResultStoreError(f"SurrealDB sent a message that is not valid CBOR: {exc}") from exc

@@ -51,6 +51,15 @@ def _strip_prefix(url: str) -> str:
     return url
 
 
+def _redact(url: str) -> str:
+    """``url`` as shown in an error: a password in it is replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 def is_embedded_url(url: str | None) -> bool:
     """True for URLs (with or without ``surrealdb+``) served by the in-process engine."""
     if not url or "://" not in url:
@@ -147,15 +156,17 @@ class SurrealConfig:
         text = _strip_prefix(url.strip())
         if "://" not in text:
             raise ConfigurationError(
-                f"SurrealDB result backend URL {url!r} has no scheme; use for example "
+                f"SurrealDB result backend URL {_redact(url)!r} has no scheme; use for example "
                 "surrealdb+ws://127.0.0.1:8000/rpc or surrealdb+surrealkv:///var/lib/results"
             )
         scheme = text.split("://", 1)[0].lower()
         if scheme in _UNSUPPORTED:
-            raise ConfigurationError(f"SurrealDB URL {url!r}: {_UNSUPPORTED[scheme]}")
+            raise ConfigurationError(f"SurrealDB URL {_redact(url)!r}: {_UNSUPPORTED[scheme]}")
         if scheme not in EMBEDDED_SCHEMES | SERVER_SCHEMES:
             known = ", ".join(f"surrealdb+{s}" for s in sorted(EMBEDDED_SCHEMES | SERVER_SCHEMES))
-            raise ConfigurationError(f"unknown SurrealDB URL scheme in {url!r}; use one of {known}")
+            raise ConfigurationError(
+                f"unknown SurrealDB URL scheme in {_redact(url)!r}; use one of {known}"
+            )
         options = {k: v for k, v in defaults.items() if v is not None}
         if scheme in EMBEDDED_SCHEMES:
             return cls._embedded(scheme, text, options)
@@ -183,7 +194,7 @@ class SurrealConfig:
     def _server(cls, scheme: str, text: str, original: str, options: dict[str, Any]) -> SurrealConfig:
         parts = urlsplit(text)
         if not parts.hostname:
-            raise ConfigurationError(f"SurrealDB URL {original!r} names no host")
+            raise ConfigurationError(f"SurrealDB URL {_redact(original)!r} names no host")
         cls._apply_query(parts.query, options)
         if parts.username:
             options["username"] = unquote(parts.username)

@@ -78,9 +78,13 @@ class Payload:
         return cls(document)
 
     @classmethod
-    def from_blob(cls, blob: bytes | str, content_type: str, status: str | None) -> Payload:
-        """A payload of another serializer (or compressed): stored as it is."""
-        return cls({"status": status, "payload": blob, "content_type": content_type})
+    def from_blob(cls, blob: bytes | str, content_type: str, meta: dict[str, Any]) -> Payload:
+        """A payload of another serializer (or compressed): stored as it is, with the meta's
+        ``status`` and ``task_id`` beside it."""
+        document = {"status": meta.get("status"), "payload": blob, "content_type": content_type}
+        if meta.get("task_id") is not None:
+            document["task_id"] = meta["task_id"]
+        return cls(document)
 
     def stamped(self, now: datetime) -> dict[str, Any]:
         return {**self.document, "updated_at": now}
@@ -88,22 +92,23 @@ class Payload:
 
 def from_document(row: dict[str, Any]) -> dict[str, Any]:
     """A record written by this backend, as the dict Celery's JSON decoder would give."""
-    meta = {**_DEFAULTS}
-    for key, value in row.items():
-        if key not in _INTERNAL:
-            meta[key] = value
+    meta = {**_DEFAULTS, **row}
+    for key in _INTERNAL.intersection(row):
+        del meta[key]
     extra = row.get("extra")
     if extra:
         meta.update(extra)
-    date_done = meta.get("date_done")
-    if isinstance(date_done, datetime):
+    date_done = meta["date_done"]
+    if date_done.__class__ is datetime:
         meta["date_done"] = date_done.isoformat()
     return revive(meta) if row.get("typed") else meta
 
 
 def is_legacy(row: dict[str, Any]) -> bool:
-    """Rows of surrealdb-celery-backend have no ``updated_at`` (every row of ours has)."""
-    return "updated_at" not in row
+    """Rows of surrealdb-celery-backend have neither ``updated_at`` (every row of ours has it)
+    nor ``task_id`` (every task row of ours has it; group joins read rows without
+    ``updated_at``). Rows holding a ``payload`` are ours and are checked for first."""
+    return "updated_at" not in row and "task_id" not in row
 
 
 def revive(value: Any) -> Any:
