@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +44,31 @@ def new_app(backend: str = "surrealdb+mem://", *, broker: str = "memory://", **c
         **conf,
     )
     return app
+
+
+def run_together(target: Callable[..., object], arguments: list[tuple], *,
+                 barrier: bool = True, timeout: float = 60.0) -> None:
+    """Run ``target(*args)`` in one thread per entry of ``arguments``, all released at once
+    by a barrier (as that many workers finishing together), and wait for them; the first
+    errors any thread hit fail the test."""
+    gate = threading.Barrier(len(arguments)) if barrier else None
+    errors: list[BaseException] = []
+
+    def run(args: tuple) -> None:
+        try:
+            if gate is not None:
+                gate.wait(timeout=10)
+            target(*args)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(tuple(args),)) for args in arguments]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    assert not any(thread.is_alive() for thread in threads), "threads still running"
+    assert not errors, errors[:3]
 
 
 def add_tasks(app: Celery) -> dict[str, object]:

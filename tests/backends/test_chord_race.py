@@ -21,7 +21,7 @@ from celery.app.task import Context
 from offload.backends import queries
 from offload.backends.surrealdb import SurrealDBBackend
 
-from .conftest import new_app, running_worker
+from .conftest import new_app, run_together, running_worker
 
 FIRED: Counter[str] = Counter()
 LOCK = threading.Lock()
@@ -54,24 +54,12 @@ def prepare_chord(app, size: int) -> tuple[str, list[str], dict]:
 
 
 def finish_together(app, backend, group_id: str, part_ids: list[str], callback: dict) -> None:
-    barrier = threading.Barrier(len(part_ids))
-    errors = []
-
     def finish(position: int, task_id: str) -> None:
         request = Context(id=task_id, group=group_id, group_index=position, chord=callback,
                           ignore_result=False, delivery_info={}, children=[])
-        try:
-            barrier.wait(timeout=10)
-            backend.mark_as_done(task_id, position, request=request)
-        except Exception as exc:  # noqa: BLE001 - surfaced by the assert below
-            errors.append(exc)
+        backend.mark_as_done(task_id, position, request=request)
 
-    threads = [threading.Thread(target=finish, args=pair) for pair in enumerate(part_ids)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert not errors, errors
+    run_together(finish, list(enumerate(part_ids)), timeout=30)
 
 
 def fired_for(tag: str, settle: float = 0.5) -> int:

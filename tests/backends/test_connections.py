@@ -12,29 +12,20 @@ import pytest
 from offload.backends.engine import open_store
 from offload.errors import ConfigurationError, ResultStoreUnavailable
 
-from .conftest import add_tasks, running_worker
+from .conftest import add_tasks, run_together, running_worker
 
 
 def hammer(backend_of, threads: int = 12, per_thread: int = 60) -> None:
     """Many threads storing and reading at once; every read sees its own write."""
-    errors = []
 
     def work(n: int) -> None:
         backend = backend_of()
-        try:
-            for i in range(per_thread):
-                task_id = f"{n}-{i}-{uuid.uuid4().hex[:6]}"
-                backend.mark_as_done(task_id, {"n": n, "i": i})
-                assert backend.get_task_meta(task_id, cache=False)["result"] == {"n": n, "i": i}
-        except Exception as exc:  # noqa: BLE001 - surfaced by the assert below
-            errors.append(exc)
+        for i in range(per_thread):
+            task_id = f"{n}-{i}-{uuid.uuid4().hex[:6]}"
+            backend.mark_as_done(task_id, {"n": n, "i": i})
+            assert backend.get_task_meta(task_id, cache=False)["result"] == {"n": n, "i": i}
 
-    pool = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join(timeout=120)
-    assert not errors, errors[:3]
+    run_together(work, [(n,) for n in range(threads)], timeout=120)
 
 
 def test_every_backend_instance_of_a_process_shares_one_engine(make_app):

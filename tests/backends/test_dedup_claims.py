@@ -9,6 +9,8 @@ from collections import Counter
 
 import pytest
 
+from .conftest import run_together
+
 
 @pytest.fixture
 def key():
@@ -61,22 +63,16 @@ def test_hostile_keys_are_just_keys(backend):
 
 
 def test_fifty_concurrent_claimers_make_exactly_one_winner(app, key):
-    barrier = threading.Barrier(50)
     answers: dict[str, str | None] = {}
     lock = threading.Lock()
 
     def contend(owner: str) -> None:
         backend = app.backend  # each thread has its own backend instance, as in a worker
-        barrier.wait(timeout=10)
         answer = backend.claim(key, owner, 60)
         with lock:
             answers[owner] = answer
 
-    threads = [threading.Thread(target=contend, args=(f"task-{n}",)) for n in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
+    run_together(contend, [(f"task-{n}",) for n in range(50)], timeout=30)
     winners = [owner for owner, answer in answers.items() if answer is None]
     assert len(answers) == 50 and len(winners) == 1
     assert Counter(answers.values()) == Counter({None: 1, winners[0]: 49})
@@ -84,21 +80,15 @@ def test_fifty_concurrent_claimers_make_exactly_one_winner(app, key):
 
 def test_fifty_claimers_through_a_server_connection_pool(make_app, relay, key):
     app = make_app(relay.backend_url)
-    barrier = threading.Barrier(50)
     answers = []
     lock = threading.Lock()
 
     def contend(owner: str) -> None:
-        barrier.wait(timeout=10)
         answer = app.backend.claim(key, owner, 60)
         with lock:
             answers.append(answer)
 
-    threads = [threading.Thread(target=contend, args=(f"task-{n}",)) for n in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
+    run_together(contend, [(f"task-{n}",) for n in range(50)], timeout=60)
     assert answers.count(None) == 1 and len(answers) == 50
 
 

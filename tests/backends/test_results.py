@@ -13,6 +13,7 @@ from celery import states
 from celery.exceptions import ChordError
 from surrealdb import RecordID
 
+from offload.backends import queries
 from offload.backends.surrealdb import SurrealDBBackend
 
 
@@ -170,6 +171,24 @@ def test_hostile_ids_are_stored_literally_and_touch_nothing_else(backend, task_i
     assert backend.get_task_meta(bystander, cache=False)["result"] == "still here"
 
 
+def test_hostile_ids_in_a_group_join_and_as_the_group_id(app, backend):
+    from celery.result import GroupResult
+
+    bystander = str(uuid.uuid4())
+    backend.mark_as_done(bystander, "still here")
+    for position, task_id in enumerate(HOSTILE_IDS):
+        backend.mark_as_done(task_id, position)
+    members = [app.AsyncResult(t) for t in HOSTILE_IDS]
+    group = GroupResult("x'); DELETE `group`; --⟨g⟩", members, app=app)
+    group.save(backend=backend)
+    restored = GroupResult.restore(group.id, app=app, backend=backend)
+    assert [r.id for r in restored.results] == HOSTILE_IDS
+    assert restored.join_native(timeout=5) == list(range(len(HOSTILE_IDS)))
+    restored.delete(backend=backend)
+    assert GroupResult.restore(group.id, app=app, backend=backend) is None
+    assert backend.get_task_meta(bystander, cache=False)["result"] == "still here"
+
+
 def test_integers_beyond_64_bits_round_trip(backend):
     value = {"big": 2**100, "small": -(2**70), "edge": 2**63 - 1, "list": [10**30]}
     task_id = str(uuid.uuid4())
@@ -207,12 +226,17 @@ def test_group_save_restore_delete(app, backend):
     assert GroupResult.restore(group.id, app=app, backend=backend) is None
 
 
-def test_get_many_reads_all_members_in_one_query(backend):
+def test_a_group_join_reads_all_members_in_one_query_and_never_sleeps(app, backend,
+                                                                     monkeypatch):
+    from celery.result import GroupResult
+
+    import offload.backends.surrealdb as module
+
     ids = [str(uuid.uuid4()) for _ in range(50)]
     for position, task_id in enumerate(ids):
         backend.mark_as_done(task_id, position)
     store = backend.store
-    calls = []
+    calls, naps = [], []
     original = store.call
 
     def counting(method, params, **kwargs):
@@ -220,12 +244,17 @@ def test_get_many_reads_all_members_in_one_query(backend):
         return original(method, params, **kwargs)
 
     store.call = counting
+    monkeypatch.setattr(module.time, "sleep", naps.append)  # count, don't slow down
     try:
         results = dict(backend.get_many(ids, timeout=5))
+        assert [results[t]["result"] for t in ids] == list(range(50))
+        assert len(calls) == 1
+        group = GroupResult(str(uuid.uuid4()), [app.AsyncResult(t) for t in ids], app=app)
+        assert group.join_native(timeout=5) == list(range(50))
+        assert group.get(timeout=5) == list(range(50))  # GroupResult.get joins natively
     finally:
         del store.call
-    assert [results[t]["result"] for t in ids] == list(range(50))
-    assert len(calls) == 1
+    assert len(calls) == 3 and naps == []
 
 
 def test_get_many_skips_missing_and_running_members_without_waiting_on_ready_ones(backend):
@@ -329,17 +358,23 @@ def test_cleanup_deletes_only_what_is_older_than_result_expires(make_app):
     assert raw(backend, "task", legacy_new) is not None
 
 
-@pytest.mark.parametrize("table", ["TASKS", "GROUPS", "CHORDS"])
-def test_cleanup_uses_the_index(backend, table):
-    from offload.backends import queries
+def _statements(text: str) -> list[str]:
+    return [part.strip() for part in text.split(";") if part.strip()]
 
+
+@pytest.mark.parametrize(
+    "statement",
+    _statements(queries.CLEANUP) + _statements(queries.LEGACY_ROWS),
+)
+def test_every_cleanup_statement_walks_an_index(backend, statement):
     backend.mark_as_done(str(uuid.uuid4()), 1)
+    backend.claim(str(uuid.uuid4()), "owner", 60)
     plan = backend.store.query(
-        getattr(queries, f"EXPIRED_{table}") + " EXPLAIN",
+        statement + " EXPLAIN",
         {"cutoff": datetime.now(UTC), "epoch": datetime(1970, 1, 1, tzinfo=UTC)},
     )[0]
-    assert "IndexScan" in repr(plan) or "Iterate Index" in repr(plan)
-    assert "_updated_at" in repr(plan)
+    assert "IndexScan" in repr(plan) or "Iterate Index" in repr(plan), plan
+    assert "TableScan" not in repr(plan) and "Iterate Table" not in repr(plan), plan
 
 
 def test_a_chord_error_survives_storage(backend):

@@ -112,24 +112,19 @@ RETURN VALUE owner
 #: The current holder of an unexpired claim.
 OWNER = "SELECT VALUE owner FROM $rid WHERE expires_at > time::now()"
 
-#: Records of a table not updated since ``$cutoff`` (an index range scan on ``updated_at``;
-#: the lower bound keeps rows without ``updated_at``, written by the older package, out).
-EXPIRED_TASKS = "SELECT VALUE id FROM task WHERE updated_at >= $epoch AND updated_at < $cutoff"
-EXPIRED_GROUPS = (
-    "SELECT VALUE id FROM `group` WHERE updated_at >= $epoch AND updated_at < $cutoff"
-)
-EXPIRED_CHORDS = "SELECT VALUE id FROM chord WHERE updated_at >= $epoch AND updated_at < $cutoff"
-EXPIRED_PARTS = (
-    "SELECT VALUE id FROM chord_part WHERE updated_at >= $epoch AND updated_at < $cutoff"
-)
+#: Expired dedup claims (on their ``expires_at`` index).
+EXPIRED_CLAIMS = "DELETE dedup WHERE expires_at < time::now()"
 
-#: Delete what is older than the cutoff (each table on its index), and expired claims.
+#: ``cleanup()``: records not updated since ``$cutoff``, each table walked on its ``updated_at``
+#: index (the lower bound keeps rows without ``updated_at``, written by the older package, out
+#: of the range), and expired claims. Every statement here and in ``LEGACY_ROWS`` is checked to
+#: walk an index (tests/backends/test_results.py).
 CLEANUP = f"""
-DELETE ({EXPIRED_TASKS});
-DELETE ({EXPIRED_GROUPS});
-DELETE ({EXPIRED_CHORDS});
-DELETE ({EXPIRED_PARTS});
-DELETE dedup WHERE expires_at < time::now();
+DELETE task WHERE updated_at >= $epoch AND updated_at < $cutoff;
+DELETE `group` WHERE updated_at >= $epoch AND updated_at < $cutoff;
+DELETE chord WHERE updated_at >= $epoch AND updated_at < $cutoff;
+DELETE chord_part WHERE updated_at >= $epoch AND updated_at < $cutoff;
+{EXPIRED_CLAIMS};
 """
 
 #: Rows written by surrealdb-celery-backend carry no ``updated_at``; cleanup reads their

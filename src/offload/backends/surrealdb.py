@@ -38,8 +38,8 @@ from surrealdb import RecordID
 
 from offload.backends import queries
 from offload.backends.chords import NativeChords
-from offload.backends.codec import RecordIDs
 from offload.backends.claims import DedupClaims
+from offload.backends.codec import RecordIDs
 from offload.backends.config import SurrealConfig
 from offload.backends.engine import StatementRejected, Store, open_store
 from offload.backends.guard import install_worker_guard
@@ -310,7 +310,7 @@ class SurrealDBBackend(NativeChords, DedupClaims, KeyValueStoreBackend):
         """Delete results, groups and chords not updated for ``result_expires`` (UTC, on an
         index), and expired dedup claims."""
         if not self.expires:
-            self._one("DELETE dedup WHERE expires_at < time::now()")
+            self._one(queries.EXPIRED_CLAIMS)
             return
         cutoff = _utcnow() - timedelta(seconds=float(self.expires))
         self.store.query(queries.CLEANUP, {"cutoff": cutoff, "epoch": _EPOCH})
