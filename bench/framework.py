@@ -5,7 +5,8 @@
    ``@app.task`` on the same app and worker, in ``--rounds`` A/B rounds of ``--tasks`` each
    (the order flipped every round; the verdict is the median of the per-round ratios).
 2. Per-call wrapper overhead: ``task.apply()`` of the same no-op, offload vs bare, in this
-   process (no broker), in microseconds.
+   process (no broker), in microseconds; and the worker side alone: Celery's tracer (what a
+   pool runs per message) for each, results in memory, in this thread's CPU time.
 3. ``@db_task`` inserting one row against a bare Celery task doing the same with
    ``asyncio.run`` and its own engine (threads -c 4; PostgreSQL if reachable, else SQLite).
 
@@ -125,6 +126,47 @@ def per_call_us(task, calls: int) -> float:
     return (time.thread_time() - started) / calls * 1e6
 
 
+def tracer_us(app, task, calls: int) -> float:
+    """CPU time of this thread per run of Celery's tracer — what a pool process or thread
+    does for each message (request context, STARTED and SUCCESS stored, the task body) —
+    without the broker: the worker-side cost of a task, free of the wall clock's noise."""
+    from celery.app.trace import build_tracer
+
+    trace = build_tracer(task.name, task, app=app, eager=False, propagate=False,
+                         hostname="bench@localhost")
+    requests = [{"id": str(uuid.uuid4()), "task": task.name, "headers": None, "retries": 0,
+                 "delivery_info": {"routing_key": "default", "exchange": ""},
+                 "hostname": "bench@localhost", "is_eager": False} for _ in range(calls)]
+    started = time.thread_time()
+    for request in requests:
+        trace(request["id"], (), {}, request)
+    return (time.thread_time() - started) / calls * 1e6
+
+
+def worker_side(bench_app, tmp: Path, calls: int) -> tuple[float, float]:
+    """The least of 7 interleaved :func:`tracer_us` samples, bare and offload no-op, on an app
+    whose results stay in memory (Redis round trips would add their syscalls' noise)."""
+    from offload import create_worker_app, load_settings
+
+    app = create_worker_app(name="bench-tracer", settings=load_settings(
+        broker_url="memory://", result_backend="cache+memory://", data_dir=tmp / "tracer",
+        task_packages=[], task_modules=["framework_app"], log_level="WARNING"))
+    try:
+        def bare_noop() -> None:
+            return None
+
+        tasks = {"bare": app.task(name="bench.tracer.bare")(bare_noop),
+                 "offload": bench_app.offload_noop.on_app(app)}
+        tracer_us(app, tasks["offload"], 500)  # warm up
+        traced: dict[str, list[float]] = {"bare": [], "offload": []}
+        for _ in range(7):
+            for variant, task in tasks.items():
+                traced[variant].append(tracer_us(app, task, calls))
+    finally:
+        bench_app.app.set_current()
+    return min(traced["bare"]), min(traced["offload"])
+
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -144,6 +186,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
     q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return q1, q2, q3
 
@@ -251,6 +295,8 @@ def main() -> None:
                          db_rates[variant]))
         db_ratio = statistics.median(
             o / b for o, b in zip(db_rates["offload"], db_rates["bare"], strict=True))
+        # worker side alone, last (it makes another app current for a moment)
+        worker_bare_us, worker_offload_us = worker_side(bench_app, tmp, args.calls)
     load_after = os.getloadavg()
 
     print()
@@ -272,6 +318,9 @@ def main() -> None:
     print(f"apply() per call (CPU): bare {bare_us:.1f} us, @simple_task {offload_us:.1f} us; "
           f"wrapper overhead {overhead_us:.1f} us  (target < 30 us: "
           f"{'ok' if overhead_us < 30 else 'ABOVE TARGET'})")
+    print(f"worker side per task, Celery's tracer (CPU): bare {worker_bare_us:.1f} us, "
+          f"@simple_task {worker_offload_us:.1f} us; framework "
+          f"{worker_offload_us - worker_bare_us:.1f} us per task")
     print(f"one-row insert, @db_task / bare+asyncio.run ({db_name}): {db_ratio:.2f}x")
     print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
     print()
@@ -279,7 +328,8 @@ def main() -> None:
         f"{label} {medians[(label, 'offload')]:.0f}/s vs bare {medians[(label, 'bare')]:.0f}/s "
         f"({statistics.median(ratios[label]):.2f}x; CPU/task {cpu_medians[label][1]:.0f} vs "
         f"{cpu_medians[label][0]:.0f} us)" for label in ratios)
-        + f"; wrapper overhead {overhead_us:.1f} us/call; db_task insert {db_ratio:.2f}x "
+        + f"; wrapper overhead {overhead_us:.1f} us/call, worker side "
+        f"{worker_offload_us - worker_bare_us:.1f} us/task; db_task insert {db_ratio:.2f}x "
         f"bare+asyncio.run ({db_name})")
 
 
