@@ -121,7 +121,9 @@ class Settings(BaseSettings):
     task_time_limit: float = Field(3600.0, gt=0, description="Default hard time limit (s).")
     task_soft_time_limit: float = Field(3300.0, gt=0, description="Default soft time limit (s).")
     visibility_timeout_margin: float = Field(
-        600.0, ge=0, description="Seconds added to the longest time limit for Redis redelivery."
+        600.0, ge=0,
+        description="Seconds added to the longest a worker may hold a task (its time limit "
+        "plus a retry's delay) for Redis redelivery.",
     )
     result_expires: float = Field(86400.0, gt=0, description="Seconds results are kept.")
     beat_overrides: dict[str, float] = Field(
