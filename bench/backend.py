@@ -8,7 +8,9 @@ What is measured (per backend, interleaved round by round so machine noise hits 
 
 * store / get: ``store_result`` and an uncached ``get_task_meta`` of 5,000 small results,
   µs per operation (median of the per-operation times);
-* group join: a 100-member ``GroupResult.join_native`` against reading the members one by one;
+* group join: a 100-member ``GroupResult.join_native`` (and ``GroupResult.get``) against reading
+  the members one by one (Celery's ``join()``, a bare loop of reads), per-round ratios; and what
+  the engine alone allows (raw calls: 100 single reads against one batch read);
 * chord latency: a 1,000-part chord through a real worker (threads pool, in-process broker):
   time from the last header task finishing to the callback starting;
 * chord race: 4 threads report the 100 header tasks of each of 50 chords as done at the same
@@ -28,7 +30,9 @@ gives them one shared client. Redis uses a logical database claimed like tests/c
 from __future__ import annotations
 
 import argparse
+import gc
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -36,7 +40,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -182,36 +187,147 @@ def store_and_get(apps: dict, n: int, rounds: int) -> dict[str, dict[str, list[f
     return samples
 
 
+@contextmanager
+def quiet_gc() -> Iterator[None]:
+    """Time without the garbage collector: a collection triggered by what the previous way
+    allocated must not be billed to the next one (``timeit`` does the same). No collection is
+    forced before: freeing memory makes the engine's next call up to twice as slow (its
+    allocations fault pages in again), which would bill the cost to whichever way comes next."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def group_join(apps: dict, members: int, rounds: int) -> dict[str, dict[str, float]]:
-    """Median ms to join a 100-member group: natively (one read for all members, where the
-    backend can), with Celery's ``join()`` (member by member), and by a bare loop of reads."""
+    """A 100-member group, all members done: ms of ``join_native()``, ``GroupResult.get()``
+    (which uses it where the backend can), Celery's member-by-member ``join()`` and a bare loop
+    of ``get_task_meta`` reads, each on a fresh ``GroupResult``.
+
+    Warm: per round, each way runs once untimed, then 3 timed runs (median), the ways in a
+    shuffled order, so the per-round ratios compare like with like; reported are the medians
+    over the rounds and the medians of the per-round ratios. Cold: each way's first run after
+    ``gc.collect()``, which walks every object of the process and leaves the CPU caches cold,
+    as a join after other work finds them; one batch read suffers from that more than 100 small
+    ones, of which only the first is cold."""
+    shuffler = random.Random(1)
+    return {kind: _group_join(app, members, rounds, shuffler) for kind, app in apps.items()}
+
+
+def _group_join(app, members: int, rounds: int, shuffler: random.Random) -> dict[str, float]:
     from celery import states
     from celery.result import GroupResult
 
-    out = {}
-    for kind, app in apps.items():
-        backend = app.backend
-        ids = [f"g-{uuid.uuid4().hex}" for _ in range(members)]
-        expected = list(range(members))
-        for i, task_id in enumerate(ids):
-            backend.store_result(task_id, i, states.SUCCESS)
-        timings: dict[str, list[float]] = {"native": [], "join": [], "loop": []}
-        for _ in range(rounds):
-            for how, samples in timings.items():
-                group = GroupResult(uuid.uuid4().hex, [app.AsyncResult(t) for t in ids], app=app)
-                backend._cache.clear()
-                started = time.perf_counter()
-                if how == "native" and group.supports_native_join:
-                    values = group.join_native(timeout=30)
-                elif how == "loop":
-                    values = [backend.get_task_meta(t, cache=False)["result"] for t in ids]
-                else:
-                    values = group.join(timeout=30)
-                samples.append((time.perf_counter() - started) * 1e3)
-                assert values == expected
-        out[kind] = {how: statistics.median(t) for how, t in timings.items()}
-        out[kind]["has_native"] = GroupResult("x", [app.AsyncResult("y")]).supports_native_join
+    backend = app.backend
+    ids = [f"g-{uuid.uuid4().hex}" for _ in range(members)]
+    expected = list(range(members))
+    for i, task_id in enumerate(ids):
+        backend.store_result(task_id, i, states.SUCCESS)
+    native = GroupResult("x", [app.AsyncResult("y")], app=app).supports_native_join
+    ways = {
+        "native": lambda g: g.join_native(timeout=30),
+        "get": lambda g: g.get(timeout=30),
+        "join": lambda g: g.join(timeout=30),
+        "loop": lambda g: [backend.get_task_meta(t, cache=False)["result"] for t in ids],
+    }
+    if not native:
+        del ways["native"]
+
+    def timed(way, *, cold: bool = False) -> float:
+        group = GroupResult(uuid.uuid4().hex, [app.AsyncResult(t) for t in ids], app=app)
+        backend._cache.clear()
+        if cold:
+            gc.collect()
+        with quiet_gc():
+            started = time.perf_counter()
+            values = way(group)
+            elapsed = (time.perf_counter() - started) * 1e3
+        assert values == expected
+        return elapsed
+
+    timings: dict[str, list[float]] = {how: [] for how in ways}
+    colds: dict[str, list[float]] = {how: [] for how in ways}
+    ratios: dict[str, list[float]] = {"join": [], "loop": [], "join cold": []}
+    order = list(ways)
+    for _ in range(rounds):
+        this, cold = {}, {}
+        shuffler.shuffle(order)
+        for how in order:
+            cold[how] = timed(ways[how], cold=True)
+            timed(ways[how])  # warm-up
+            this[how] = statistics.median(timed(ways[how]) for _ in range(3))
+            colds[how].append(cold[how])
+            timings[how].append(this[how])
+        if native:
+            ratios["join"].append(this["join"] / this["native"])
+            ratios["loop"].append(this["loop"] / this["native"])
+            ratios["join cold"].append(cold["join"] / cold["native"])
+    out: dict[str, float] = {how: statistics.median(t) for how, t in timings.items()}
+    out.update({f"{how} cold": statistics.median(t) for how, t in colds.items()})
+    out["has_native"] = native
+    for other, values in ratios.items():
+        if values:
+            quartiles = statistics.quantiles(values, n=4)
+            out[f"{other}/native"] = statistics.median(values)
+            out[f"{other}/native q"] = (quartiles[0], quartiles[2])
     return out
+
+
+def engine_join(members: int, rounds: int) -> dict[str, float]:
+    """What the embedded engine itself allows: ``members`` records read one ``select`` call at
+    a time versus all at once by the statement offload's join sends (``queries.TASKS``) and by
+    a plain ``SELECT * FROM $ids``: raw calls, requests encoded beforehand, replies not decoded.
+    The same through the official SDK client (which decodes). Median ms per 100 reads."""
+    from surrealdb import RecordID, Surreal
+    from surrealdb_embedded import SyncEmbeddedDB
+
+    from offload.backends import codec, queries
+
+    db = SyncEmbeddedDB("mem://")
+    db.connect()
+    db.execute(codec.encode_request("0", "use", ["bench", "engine_join"]))
+    keys = [RecordID("task", f"g-{uuid.uuid4().hex}") for _ in range(members)]
+    for i, key in enumerate(keys):
+        doc = {"status": "SUCCESS", "result": i, "date_done": datetime.now(UTC),
+               "task_id": key.id, "updated_at": datetime.now(UTC)}
+        db.execute(codec.encode_request("1", "upsert", [key, doc]))
+    singles = [codec.encode_request("2", "select", [key]) for key in keys]
+    batch_lean = codec.encode_request("3", "query", [queries.TASKS, {"ids": keys}])
+    batch_plain = codec.encode_request("4", "query", ["SELECT * FROM $ids", {"ids": keys}])
+    execute = db.execute
+
+    def one_by_one() -> None:
+        for request in singles:
+            execute(request)
+
+    sdk = Surreal("mem://")
+    sdk._db = SyncEmbeddedDB("mem://")  # the engine offload uses, behind the SDK's client
+    sdk.connect()
+    sdk.use("bench", "engine_join")
+    for i, key in enumerate(keys):
+        sdk.upsert(key, {"status": "SUCCESS", "result": i, "date_done": datetime.now(UTC),
+                         "task_id": key.id, "updated_at": datetime.now(UTC)})
+    ways = {
+        "raw: 100 single selects": one_by_one,
+        "raw: one batch (offload's)": lambda: execute(batch_lean),
+        "raw: one batch (SELECT *)": lambda: execute(batch_plain),
+        "SDK: 100 db.select()": lambda: [sdk.select(key) for key in keys],
+        "SDK: one db.query()": lambda: sdk.query("SELECT * FROM $ids", {"ids": keys}),
+    }
+    timings: dict[str, list[float]] = {how: [] for how in ways}
+    for _ in range(rounds):
+        for how, way in ways.items():
+            samples = []
+            for _ in range(5):
+                with quiet_gc():
+                    started = time.perf_counter()
+                    way()
+                    samples.append((time.perf_counter() - started) * 1e3)
+            timings[how].append(statistics.median(samples))
+    sdk.close()
+    db.close()
+    return {how: statistics.median(t) for how, t in timings.items()}
 
 
 class ChordProbe:
@@ -392,7 +508,8 @@ def main() -> int:
         print(f"store/get: {n} results per backend, {rounds} interleaved rounds", flush=True)
         samples = store_and_get(apps, n, rounds)
         print("group join: 100 members", flush=True)
-        joins = group_join(apps, 100, 15)
+        joins = group_join(apps, 100, 2 if args.quick else 40)
+        engine_joins = engine_join(100, 3 if args.quick else 20)
         floors = {engine: engine_floor(engine, min(n, 3000))
                   for engine in ("surrealdb-embedded", "sdk-bundled")}
         latency, note = {}, {}
@@ -420,10 +537,12 @@ def main() -> int:
     row("get, µs/op (median)", {k: med[k]["get"] for k in kinds})
     row("store, µs/op (mean)", {k: statistics.fmean(samples[k]["store"]) for k in kinds})
     row("get, µs/op (mean)", {k: statistics.fmean(samples[k]["get"]) for k in kinds})
-    row("100-member join_native, ms", {k: joins[k]["native"] if joins[k]["has_native"] else None
-                                        for k in kinds})
+    row("100-member join_native, ms", {k: joins[k].get("native") for k in kinds})
+    row("100-member GroupResult.get(), ms", {k: joins[k]["get"] for k in kinds})
     row("100-member join() (one by one), ms", {k: joins[k]["join"] for k in kinds})
     row("100 x get_task_meta loop, ms", {k: joins[k]["loop"] for k in kinds})
+    row("  cold: join_native, ms", {k: joins[k].get("native cold") for k in kinds})
+    row("  cold: join(), ms", {k: joins[k]["join cold"] for k in kinds})
     row(f"chord {chord_size}: last part -> callback, ms", latency)
     print(f"{'chord race: doubled / missing':36}" + "".join(
         f"{f'{races[k][0]}/{races[k][1]} of {race_chords}':>14}" for k in cols))
@@ -433,6 +552,12 @@ def main() -> int:
         print(f"  {engine:20} " + ", ".join(f"{op} {fmt(v)}" for op, v in values.items()))
     print("  (offload runs on surrealdb-embedded; surrealdb-celery-backend on sdk-bundled)")
     print()
+    print("the engine alone, 100 records of a group (surrealdb-embedded, ms, median):")
+    for how, value in engine_joins.items():
+        print(f"  {how:28} {value:7.3f}")
+    engine_cap = engine_joins["raw: 100 single selects"] / engine_joins["raw: one batch (offload's)"]
+    print(f"  one batch is {engine_cap:.1f}x faster than 100 single reads inside the engine")
+    print()
     print("ratios (offload / other; below 1.00x is faster):")
     for other in [k for k in kinds if k != "offload"]:
         print(f"  vs {other:9} store {ratio(med['offload']['store'], med[other]['store'])}, "
@@ -440,17 +565,23 @@ def main() -> int:
               f"chord latency {ratio(latency['offload'], latency[other])}")
     print(f"  vs floor     store {ratio(med['offload']['store'], floor['upsert'])} of upsert, "
           f"get {ratio(med['offload']['get'], floor['read'])} of read")
-    speedup = joins["offload"]["join"] / joins["offload"]["native"]
-    loop_speedup = joins["offload"]["loop"] / joins["offload"]["native"]
-    print(f"  group join   join_native {speedup:.1f}x faster than Celery's one-by-one join(), "
-          f"{loop_speedup:.1f}x faster than a bare loop of 100 reads")
+    mine = joins["offload"]
+    speedup, loop_speedup = mine["join/native"], mine["loop/native"]
+    print(f"  group join   join_native {speedup:.1f}x faster than Celery's one-by-one join() "
+          f"(quartiles of the per-round ratio {mine['join/native q'][0]:.1f}-"
+          f"{mine['join/native q'][1]:.1f}), {loop_speedup:.1f}x faster than a bare loop of "
+          f"100 reads ({mine['loop/native q'][0]:.1f}-{mine['loop/native q'][1]:.1f}); "
+          f"cold caches {mine['join cold/native']:.1f}x join(); "
+          f"the engine alone allows {engine_cap:.1f}x")
     for kind in kinds:
         if note.get(kind):
             print(f"  note: {kind}: {note[kind]}")
     print()
     print(
         "SUMMARY offload store {s:.0f} µs ({sf} floor{sr}), get {g:.0f} µs ({gf} floor{gr}); "
-        "join_native {j:.1f}x join() ({jl:.1f}x a read loop); chord callback {lat} ms after last part{lo}; "
+        "join_native {j:.1f}x join() ({jl:.1f}x a read loop, {jc:.1f}x join() cold, engine "
+        "alone {ec:.1f}x); "
+        "chord callback {lat} ms after last part{lo}; "
         "race doubled/missing {rd}/{rm} of {rc}{ro}".format(
             s=med["offload"]["store"], g=med["offload"]["get"],
             sf=ratio(med["offload"]["store"], floor["upsert"]),
@@ -459,7 +590,8 @@ def main() -> int:
                        for k in kinds if k != "offload"),
             gr="".join(f", {ratio(med['offload']['get'], med[k]['get'])} {k}"
                        for k in kinds if k != "offload"),
-            j=speedup, jl=loop_speedup, lat=fmt(latency["offload"]),
+            j=speedup, jl=loop_speedup, jc=mine["join cold/native"], ec=engine_cap,
+            lat=fmt(latency["offload"]),
             lo="".join(f" ({k} {fmt(latency[k])} ms)" for k in kinds if k != "offload"),
             rd=races["offload"][0], rm=races["offload"][1], rc=race_chords,
             ro="".join(f" ({k} {races[k][0]}/{races[k][1]})" for k in kinds if k != "offload"),

@@ -93,8 +93,9 @@ class Payload:
 def from_document(row: dict[str, Any]) -> dict[str, Any]:
     """A record written by this backend, as the dict Celery's JSON decoder would give."""
     meta = {**_DEFAULTS, **row}
-    for key in _INTERNAL.intersection(row):
-        del meta[key]
+    if not _INTERNAL.isdisjoint(row):
+        for key in _INTERNAL.intersection(row):
+            del meta[key]
     extra = row.get("extra")
     if extra:
         meta.update(extra)

@@ -283,14 +283,11 @@ class SurrealDBBackend(NativeChords, DedupClaims, KeyValueStoreBackend):
         older package have none: then the records are read again with their ids.
         """
         rows = self._one(queries.TASKS, ids=RecordIDs("task", task_ids))
-        by_id = {}
-        for row in rows:
-            task_id = row.get("task_id")
-            if task_id is None:
-                keys = [self.get_key_for_task(t) for t in task_ids]
-                return {t: row for t, row in zip(task_ids, self.mget(keys)) if row is not None}
-            by_id[task_id] = row
-        return by_id
+        try:
+            return {row["task_id"]: row for row in rows}
+        except KeyError:  # an older package's row: read the records with their ids
+            keys = [self.get_key_for_task(t) for t in task_ids]
+            return {t: row for t, row in zip(task_ids, self.mget(keys)) if row is not None}
 
     @staticmethod
     def _nap(deadline: float | None, nap: float, interval: float) -> float:
