@@ -274,6 +274,27 @@ def _group_join(app, members: int, rounds: int, shuffler: random.Random) -> dict
     return out
 
 
+def relay_join(members: int, rounds: int) -> dict[str, float]:
+    """The same group join with offload's backend reaching the store as a server: over a
+    loopback WebSocket, through the relay (offload.testing.surreal_relay) running in a process
+    of its own, as a SurrealDB server would. Each read pays a round trip there."""
+    from celery import Celery
+
+    relay = subprocess.Popen(
+        [sys.executable, "-m", "offload.testing.surreal_relay", "--port", "0"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        url = relay.stdout.readline().rsplit(" at ", 1)[1].strip()
+        app = Celery("bench-relay", broker="memory://", backend=f"surrealdb+{url}",
+                     set_as_current=False)
+        app.conf.update(result_extended=False,
+                        surrealdb_database=f"bench_{uuid.uuid4().hex[:8]}")
+        return _group_join(app, members, rounds, random.Random(2))
+    finally:
+        relay.terminate()
+        relay.wait(timeout=10)
+
+
 def engine_join(members: int, rounds: int) -> dict[str, float]:
     """What the embedded engine itself allows: ``members`` records read one ``select`` call at
     a time versus all at once by the statement offload's join sends (``queries.TASKS``) and by
@@ -510,6 +531,7 @@ def main() -> int:
         print("group join: 100 members", flush=True)
         joins = group_join(apps, 100, 2 if args.quick else 40)
         engine_joins = engine_join(100, 3 if args.quick else 20)
+        relay_joins = relay_join(100, 2 if args.quick else 10)
         floors = {engine: engine_floor(engine, min(n, 3000))
                   for engine in ("surrealdb-embedded", "sdk-bundled")}
         latency, note = {}, {}
@@ -558,6 +580,13 @@ def main() -> int:
     engine_cap = engine_joins["raw: 100 single selects"] / engine_joins["raw: one batch (offload's)"]
     print(f"  one batch is {engine_cap:.1f}x faster than 100 single reads inside the engine")
     print()
+    print("the same group join through the loopback relay (the server path: a WebSocket round")
+    print("trip per read, the store in another process), ms, median:")
+    print(f"  join_native {relay_joins['native']:.2f}, GroupResult.get() {relay_joins['get']:.2f}, "
+          f"join() {relay_joins['join']:.1f}, read loop {relay_joins['loop']:.1f}: join_native "
+          f"{relay_joins['join/native']:.1f}x join(), {relay_joins['loop/native']:.1f}x a read "
+          f"loop (cold {relay_joins['join cold/native']:.1f}x join())")
+    print()
     print("ratios (offload / other; below 1.00x is faster):")
     for other in [k for k in kinds if k != "offload"]:
         print(f"  vs {other:9} store {ratio(med['offload']['store'], med[other]['store'])}, "
@@ -580,7 +609,7 @@ def main() -> int:
     print(
         "SUMMARY offload store {s:.0f} µs ({sf} floor{sr}), get {g:.0f} µs ({gf} floor{gr}); "
         "join_native {j:.1f}x join() ({jl:.1f}x a read loop, {jc:.1f}x join() cold, engine "
-        "alone {ec:.1f}x); "
+        "alone {ec:.1f}x; through the relay {rj:.1f}x join()); "
         "chord callback {lat} ms after last part{lo}; "
         "race doubled/missing {rd}/{rm} of {rc}{ro}".format(
             s=med["offload"]["store"], g=med["offload"]["get"],
@@ -591,6 +620,7 @@ def main() -> int:
             gr="".join(f", {ratio(med['offload']['get'], med[k]['get'])} {k}"
                        for k in kinds if k != "offload"),
             j=speedup, jl=loop_speedup, jc=mine["join cold/native"], ec=engine_cap,
+            rj=relay_joins["join/native"],
             lat=fmt(latency["offload"]),
             lo="".join(f" ({k} {fmt(latency[k])} ms)" for k in kinds if k != "offload"),
             rd=races["offload"][0], rm=races["offload"][1], rc=race_chords,
