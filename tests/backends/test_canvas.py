@@ -121,6 +121,14 @@ def test_chord_with_a_failing_callback(tasks, worker):
         result.get(timeout=TIMEOUT)
 
 
+def test_a_callback_that_cannot_be_sent_fails_with_chord_error(app, tasks, worker):
+    # the callback's options are only used when it is sent: a bad countdown breaks that send
+    callback = tasks["tsum"].s().set(countdown="not a number")
+    result = chord(tasks["add"].s(i, 1) for i in range(3))(callback)
+    with pytest.raises(ChordError, match="Callback error"):
+        result.get(timeout=TIMEOUT)
+
+
 def test_nested_chords(tasks, worker):
     inner = chord([tasks["add"].s(1, 1), tasks["add"].s(2, 2)], tasks["tsum"].s())
     outer = chord([inner, tasks["add"].s(10, 10)], tasks["collect"].s())
