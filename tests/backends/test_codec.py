@@ -50,3 +50,36 @@ def test_integers_beyond_64_bits_are_refused():
 
     with pytest.raises(ValueError, match="64 bits"):
         codec.encode(2**64)
+
+
+def test_surrealdb_tags_decode_like_the_sdk():
+    # tag 9 (a UUID as text) and a whole-second datetime are beyond the SDK's own decoder
+    from cbor2 import CBORTag, dumps
+
+    message = dumps({
+        "none": CBORTag(6, None),
+        "table": CBORTag(7, "task"),
+        "rid": CBORTag(8, ["task", "a⟨b⟩"]),
+        "uuid": CBORTag(9, "00000000-0000-0000-0000-000000000063"),
+        "dec": CBORTag(10, "1.10"),
+        "when": CBORTag(12, [1_700_000_000, 123_456_789]),
+        "whole_second": CBORTag(12, [1_700_000_000]),
+        "took": CBORTag(14, [90, 5]),
+    })
+    ours = codec.decode(message)
+    theirs = sdk_decode(dumps({"table": CBORTag(7, "task"), "took": CBORTag(14, [90, 5])}))
+    assert ours["none"] is None and ours["table"] == theirs["table"]
+    assert (ours["rid"].table_name, ours["rid"].id) == ("task", "a⟨b⟩")
+    assert ours["uuid"] == UUID(int=99) and ours["dec"] == Decimal("1.10")
+    assert ours["when"] == datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=UTC)
+    assert ours["whole_second"] == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert ours["took"] == theirs["took"]
+
+
+def test_a_message_that_is_not_cbor_is_a_result_store_error():
+    import pytest
+
+    from offload.errors import ResultStoreError
+
+    with pytest.raises(ResultStoreError, match="not valid CBOR"):
+        codec.decode(b"\xff\xff")
