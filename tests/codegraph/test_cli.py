@@ -57,17 +57,17 @@ def test_ingest_follows_the_task_and_prints_a_summary(live):
     assert result.exit_code == 0, result.output
     assert "files parsed" in result.output and "nodes written" in result.output
     again = run(live, "ingest", str(FIXTURES / "python"), "--repo-id", "shop", "--json")
-    status = json.loads(again.output.strip().splitlines()[-1])
+    status = json.loads(again.stdout.strip().splitlines()[-1])
     assert status["state"] == "SUCCESS" and status["result"]["files_unchanged"] == 4
 
 
 def test_symbols_and_callers(live):
     run(live, "ingest", str(FIXTURES / "python"), "--repo-id", "shop")
-    found = json.loads(run(live, "symbols", "to_dict", "--json").output)
+    found = json.loads(run(live, "symbols", "to_dict", "--json").stdout)
     assert {s["qualified_name"] for s in found} == {"shop.models.Base.to_dict",
                                                     "shop.models.Order.to_dict"}
     callers = json.loads(run(live, "callers", "shop.models.Base.to_dict", "--repo", "shop",
-                             "--json").output)
+                             "--json").stdout)
     assert {c["qualified_name"] for c in callers} == {"shop.models.Base.save",
                                                       "shop.models.Order.to_dict"}
     assert run(live, "callers", "no.such.thing", "--repo", "shop").exit_code == 1
@@ -110,9 +110,9 @@ def test_dev_demo_ingests_offloads_own_source_then_says_how_to_query_it(live, ca
     asyncio.run(on_dev_start(dev))
     assert "offload's own code is indexed" in capsys.readouterr().err
     found = json.loads(run(live, "symbols", "ingest_repository", "--repo", "offload",
-                           "--json").output)
+                           "--json").stdout)
     assert "offload.apps.codegraph.ingest.ingest_repository" in {
         s["qualified_name"] for s in found}
     callers = json.loads(run(live, "callers", "offload.apps.codegraph.store.scope_tenant",
-                             "--repo", "offload", "--json").output)
+                             "--repo", "offload", "--json").stdout)
     assert callers

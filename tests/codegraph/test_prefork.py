@@ -171,10 +171,10 @@ def test_cli_talks_to_broker_and_database_directly(deployment, redis_url, codegr
     cli = build_cli()
     done = CliRunner().invoke(cli, ["ingest", str(repo), "--tenant", tenant, "--json"], env=env)
     assert done.exit_code == 0, done.output
-    assert json.loads(done.output.strip().splitlines()[-1])["result"]["files_parsed"] == 5
+    assert json.loads(done.stdout.strip().splitlines()[-1])["result"]["files_parsed"] == 5
     found = CliRunner().invoke(cli, ["symbols", "C3", "--tenant", tenant, "--json"], env=env)
-    assert [s["qualified_name"] for s in json.loads(found.output)] == ["mod003.C3", "mod003.C3.m"]
+    assert [s["qualified_name"] for s in json.loads(found.stdout)] == ["mod003.C3", "mod003.C3.m"]
     callers = CliRunner().invoke(cli, ["callers", "mod003.f3", "--tenant", tenant, "--json"],
                                  env=env)
-    assert {c["qualified_name"] for c in json.loads(callers.output)} == {"mod002.f2",
+    assert {c["qualified_name"] for c in json.loads(callers.stdout)} == {"mod002.f2",
                                                                         "mod003.C3.m"}
