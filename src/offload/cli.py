@@ -9,6 +9,7 @@ sub-commands through ``<pkg>.cli.register(app)`` (see :mod:`offload.plugins`).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import signal
@@ -132,6 +133,8 @@ def flower(
     address: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
 ) -> None:
     """Run Flower on the broker (monitor app: no task module, no database)."""
+    if importlib.util.find_spec("flower") is None:
+        raise _fail("Flower is not installed: pip install 'offload[flower]'")
     app = _monitor_app(_settings())
     # Flower stops cleanly on SIGTERM only (Ctrl-C leaves its threads running): forward it.
     signal.signal(signal.SIGINT, lambda *_: os.kill(os.getpid(), signal.SIGTERM))

@@ -84,3 +84,18 @@ def test_status_says_when_the_result_store_does_not_answer(subprocess_env, redis
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "result store did not answer" in out.stderr and "refused" in out.stderr.lower()
     assert ":pw@" not in out.stderr
+
+
+def test_flower_without_flower_installed_says_how_to_install_it(monkeypatch, redis_url):
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from offload.cli import build_cli
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "flower" else real_find_spec(name, *a))
+    out = CliRunner().invoke(build_cli(), ["flower"], env={"OFFLOAD_BROKER_URL": redis_url})
+    assert out.exit_code == 2
+    assert "pip install 'offload[flower]'" in out.stderr
