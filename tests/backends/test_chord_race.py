@@ -189,3 +189,19 @@ def test_a_chord_part_costs_the_same_however_big_the_chord(app):
         timings.append(time.perf_counter() - started)
     first, last = sorted(timings[:300])[150], sorted(timings[-300:])[150]
     assert last < first * 3  # no growing array rewritten on every part
+
+
+def test_a_fired_chord_leaves_no_part_records(app):
+    """The parts are deleted a slice of indexes at a time once the callback is sent; those
+    without an index (or beyond the counted ones) go too."""
+    group_id, part_ids, callback = prepare_chord(app, 130)
+    backend = app.backend
+    for position, task_id in enumerate(part_ids):
+        request = Context(id=task_id, group=group_id,
+                          group_index=None if position == 7 else position, chord=callback,
+                          ignore_result=False, delivery_info={}, children=[])
+        backend.mark_as_done(task_id, position, request=request)
+    assert fired_for(f"chord-{group_id}", settle=0.2) == 1
+    left = backend.store.query(
+        "SELECT count() AS n FROM chord_part:[$g, NONE]..[$g, ..] GROUP ALL", {"g": group_id})
+    assert left[0] == [] or left[0][0]["n"] == 0

@@ -358,20 +358,42 @@ def test_cleanup_deletes_only_what_is_older_than_result_expires(make_app):
     assert raw(backend, "task", legacy_new) is not None
 
 
+def test_cleanup_deletes_slice_after_slice_until_nothing_expired_is_left(make_app, monkeypatch):
+    from offload.backends import surrealdb
+
+    monkeypatch.setattr(surrealdb, "_CLEANUP_SLICE", 7)
+    app = make_app(result_expires=timedelta(hours=1))
+    backend = app.backend
+    stale = [str(uuid.uuid4()) for _ in range(30)]  # 4 full slices and a partial one
+    fresh = str(uuid.uuid4())
+    for task_id in [*stale, fresh]:
+        backend.mark_as_done(task_id, 1)
+    backend.store.query("UPDATE $rids SET updated_at = $t", {
+        "rids": [RecordID("task", t) for t in stale],
+        "t": datetime.now(UTC) - timedelta(hours=2)})
+    calls = []
+    one = backend._one
+    monkeypatch.setattr(backend, "_one", lambda sql, **kw: calls.append(sql) or one(sql, **kw))
+    backend.cleanup()
+    assert all(raw(backend, "task", t) is None for t in stale)
+    assert raw(backend, "task", fresh) is not None
+    assert calls.count(queries.CLEANUP_SLICES[0]) == 5
+
+
 def _statements(text: str) -> list[str]:
     return [part.strip() for part in text.split(";") if part.strip()]
 
 
 @pytest.mark.parametrize(
     "statement",
-    _statements(queries.CLEANUP) + _statements(queries.LEGACY_ROWS),
+    [*queries.EXPIRED, queries.EXPIRED_CLAIMS, *_statements(queries.LEGACY_ROWS)],
 )
 def test_every_cleanup_statement_walks_an_index(backend, statement):
     backend.mark_as_done(str(uuid.uuid4()), 1)
     backend.claim(str(uuid.uuid4()), "owner", 60)
     plan = backend.store.query(
         statement + " EXPLAIN",
-        {"cutoff": datetime.now(UTC), "epoch": datetime(1970, 1, 1, tzinfo=UTC)},
+        {"cutoff": datetime.now(UTC), "epoch": datetime(1970, 1, 1, tzinfo=UTC), "limit": 10},
     )[0]
     assert "IndexScan" in repr(plan) or "Iterate Index" in repr(plan), plan
     assert "TableScan" not in repr(plan) and "Iterate Table" not in repr(plan), plan

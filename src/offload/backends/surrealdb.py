@@ -52,6 +52,7 @@ log = logging.getLogger("offload.backends.surrealdb")
 _FIRST_POLL = 0.002  # seconds: polling starts here and doubles up to the caller's interval
 _schema_lock = threading.Lock()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CLEANUP_SLICE = 500  # records deleted per statement by cleanup()
 
 
 def _utcnow() -> datetime:
@@ -310,7 +311,11 @@ class SurrealDBBackend(NativeChords, DedupClaims, KeyValueStoreBackend):
             self._one(queries.EXPIRED_CLAIMS)
             return
         cutoff = _utcnow() - timedelta(seconds=float(self.expires))
-        self.store.query(queries.CLEANUP, {"cutoff": cutoff, "epoch": _EPOCH})
+        params = {"cutoff": cutoff, "epoch": _EPOCH, "limit": _CLEANUP_SLICE}
+        for statement in queries.CLEANUP_SLICES:
+            while self._one(statement, **params) >= _CLEANUP_SLICE:
+                time.sleep(0)  # hand the GIL to a waiting thread between slices
+        self._one(queries.EXPIRED_CLAIMS)
         self._cleanup_legacy(cutoff)
 
     def _cleanup_legacy(self, cutoff: datetime) -> None:
