@@ -192,8 +192,8 @@ def test_a_chord_part_costs_the_same_however_big_the_chord(app):
 
 
 def test_a_fired_chord_leaves_no_part_records(app):
-    """The parts are deleted a slice of indexes at a time once the callback is sent; those
-    without an index (or beyond the counted ones) go too."""
+    """The parts are deleted a slice at a time once the callback is sent, those without a
+    group index too."""
     group_id, part_ids, callback = prepare_chord(app, 130)
     backend = app.backend
     for position, task_id in enumerate(part_ids):

@@ -72,11 +72,13 @@ SELECT n, $expected AS expected, fired_by, nested ?? false AS nested,
 COMMIT TRANSACTION;
 """
 
-#: After the callback is sent (or failed): the part records are not needed anymore. First
-#: slices of group indexes ``[$low, $high)``, one statement each, then whatever is left (parts
-#: without an index, tasks added to the chord later).
-CHORD_PARTS_SLICE_DONE = "DELETE chord_part:[$group_id, $low]..[$group_id, $high]"
-CHORD_DONE = "DELETE chord_part:[$group_id, NONE]..[$group_id, ..]"
+#: After the callback is sent (or failed): the part records are not needed anymore. Deletes up
+#: to ``$limit`` of them and says how many, like ``CLEANUP_SLICES``.
+CHORD_PARTS_DONE = """
+LET $ids = SELECT VALUE id FROM chord_part:[$group_id, NONE]..[$group_id, ..] LIMIT $limit;
+DELETE $ids;
+RETURN array::len($ids);
+"""
 
 #: The number of header tasks, stored when the chord is applied.
 CHORD_SIZE = "UPSERT $rid SET size = $size, updated_at = $now RETURN NONE"
@@ -129,8 +131,7 @@ EXPIRED = tuple(
 )
 
 #: One slice of ``cleanup()``: delete up to ``$limit`` expired records of a table and say how
-#: many. Slices, not one statement: the embedded engine holds the GIL for the whole of a
-#: statement (≈ 20 µs per deleted record), and a server does one transaction per statement.
+#: many (why slices: ``SurrealDBBackend._delete_in_slices``).
 CLEANUP_SLICES = tuple(f"LET $ids = {expired}; DELETE $ids; RETURN array::len($ids);"
                        for expired in EXPIRED)
 
